@@ -1,0 +1,170 @@
+"""Turn (question, answer) pairs into padded tensors whose labels cover the answer only.
+
+Every loss in the paper is computed on the answer y, never on the prompt x. The answer start
+comes from the tokenizer's character offsets of the full text, not from tokenising the prompt
+alone: with BPE tokenizers the space before the answer merges into the first answer token, so
+`len(tokenize(prompt)) - 1` (the official code) can drop the first answer token (paper.md §1.5 #2).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Pair:
+    question: str
+    answer: str
+
+
+class Template:
+    """How a question becomes model input. `chat` uses the tokenizer's chat template."""
+
+    PAPER = "### Question: {question}\n ### Answer: "
+
+    def __init__(self, tokenizer, kind: str = "auto"):
+        if kind == "auto":
+            kind = "chat" if getattr(tokenizer, "chat_template", None) else "paper"
+        self.kind = kind
+        self.tokenizer = tokenizer
+
+    def prompt(self, question: str) -> str:
+        if self.kind == "chat":
+            messages = [{"role": "user", "content": question}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.kind == "paper":
+            return self.PAPER.format(question=question)
+        return question  # "plain": text continuation (copyright-style prompts)
+
+    @property
+    def adds_special_tokens(self) -> bool:
+        # A chat template already writes BOS and role markers into the text.
+        return self.kind != "chat"
+
+
+def encode(template: Template, question: str, answer: str, max_length: int, add_eos: bool = True) -> tuple[list[int], int]:
+    """Token ids of prompt + answer (+ EOS), and the index of the first answer token."""
+    tokenizer = template.tokenizer
+    prompt = template.prompt(question)
+    encoded = tokenizer(
+        prompt + answer, add_special_tokens=template.adds_special_tokens, return_offsets_mapping=True
+    )
+    ids = list(encoded["input_ids"])
+    start = next((i for i, (_, end) in enumerate(encoded["offset_mapping"]) if end > len(prompt)), len(ids))
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if len(ids) > max_length:
+        # Keep the answer: drop prompt tokens from the left, then answer tokens from the right.
+        overflow = min(len(ids) - max_length, start)
+        ids, start = ids[overflow:], start - overflow
+        ids = ids[:max_length]
+    return ids, start
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # IGNORE everywhere except answer tokens
+
+    def to(self, device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+    @property
+    def answer_tokens(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    @property
+    def tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def collate(encoded: list[tuple[list[int], int]], pad_id: int) -> Batch:
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), IGNORE, dtype=torch.long)
+    for row, (ids, start) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, start : len(ids)] = torch.tensor(ids[start:])
+    return Batch(input_ids, attention, labels)
+
+
+@dataclass
+class TrainData:
+    """What a training method may draw from. Which sets a method uses is its own business."""
+
+    forget: list[Pair]
+    normal: list[Pair]
+    mismatch_pool: list[str]
+
+
+@dataclass
+class Step:
+    forget: Batch | None = None
+    normal: Batch | None = None
+    mismatch: Batch | None = None
+
+    def to(self, device) -> "Step":
+        return Step(*(b.to(device) if b is not None else None for b in (self.forget, self.normal, self.mismatch)))
+
+    @property
+    def tokens(self) -> int:
+        return sum(b.tokens for b in (self.forget, self.normal, self.mismatch) if b is not None)
+
+
+class StepSampler:
+    """Draws one step's batches: forget and normal cycle through reshuffled epochs.
+
+    The mismatch batch pairs every forget question with `mismatch_k` answers drawn without
+    replacement from the pool (paper Eqn. for L_rdn), from the sampler's own seeded RNG.
+    """
+
+    def __init__(self, data: TrainData, template: Template, batch_size: int, seed: int,
+                 uses: tuple[str, ...], mismatch_k: int = 0, max_length: int = 256, shuffle: bool = True):
+        self.data, self.template, self.batch_size = data, template, batch_size
+        self.uses, self.mismatch_k, self.max_length, self.shuffle = uses, mismatch_k, max_length, shuffle
+        self.rng = random.Random(seed)
+        self._streams = {name: self._cycle(getattr(data, name)) for name in ("forget", "normal") if name in uses}
+        self._cache: dict[tuple[str, str], tuple[list[int], int]] = {}
+
+    def _cycle(self, pairs: list[Pair]) -> Iterator[list[Pair]]:
+        while True:
+            order = list(range(len(pairs)))
+            if self.shuffle:
+                self.rng.shuffle(order)
+            for i in range(0, len(order) - self.batch_size + 1, self.batch_size):
+                yield [pairs[j] for j in order[i : i + self.batch_size]]
+
+    def _batch(self, pairs: list[Pair]) -> Batch:
+        encoded = []
+        for pair in pairs:
+            key = (pair.question, pair.answer)
+            if key not in self._cache:
+                self._cache[key] = encode(self.template, pair.question, pair.answer, self.max_length)
+            encoded.append(self._cache[key])
+        return collate(encoded, self.template.tokenizer.pad_token_id)
+
+    def __next__(self) -> Step:
+        step = Step()
+        forget = next(self._streams["forget"]) if "forget" in self.uses else None
+        if forget is not None:
+            step.forget = self._batch(forget)
+        if "normal" in self.uses:
+            step.normal = self._batch(next(self._streams["normal"]))
+        if "mismatch" in self.uses and self.mismatch_k > 0:
+            pool = self.data.mismatch_pool
+            step.mismatch = self._batch(
+                [Pair(p.question, answer) for p in forget for answer in self.rng.sample(pool, self.mismatch_k)]
+            )
+        return step
+
+    def __iter__(self):
+        return self

@@ -1,0 +1,156 @@
+"""`unlearnbench` command line. Bad input ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from unlearnbench.errors import BenchError
+
+
+def _parse_set(values: tuple[str, ...]) -> dict:
+    """--set key=value pairs for method hyper-parameters; values parsed as JSON when they can be."""
+    import json
+
+    overrides = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set expects key=value, got {item!r}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="unlearnbench")
+def cli():
+    """Unlearning benchmark for LLMs: unlearn, evaluate before/after, and record everything."""
+
+
+@cli.command()
+@click.option("--method", default="unlearn", show_default=True, help="unlearning method (see `unlearnbench list`)")
+@click.option("--task", default="hallucination", show_default=True, help="task (see `unlearnbench list`)")
+@click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
+@click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH to a JSONL file")
+@click.option("--steps", type=int, help="optimizer steps (method default if unset)")
+@click.option("--lr", type=float, help="learning rate (method default if unset)")
+@click.option("--batch-size", type=int, help="forget/normal batch size (method default if unset)")
+@click.option("--lora/--full", default=None, help="train LoRA adapters (peft) or all weights")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="training autocast; auto = bf16 on CUDA cards that support it, else fp32")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any method hyper-parameter, e.g. --set mismatch_k=3")
+@click.option("--preset", default="default", show_default=True, help="default | paper")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, help="evaluate at most this many prompts per evaluation set")
+@click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--run-name", help="folder name under --output-dir (default: time-task-method-seed)")
+@click.option("--template", default="auto", show_default=True, help="auto | chat | paper ('### Question: ... ### Answer: ')")
+@click.option("--original", default="auto", show_default=True,
+              help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
+@click.option("--backend", default="hf", show_default=True, help="generation backend")
+@click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
+@click.option("--utility-judge", default="similarity", show_default=True,
+              help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
+@click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
+@click.option("--trust-remote-code", is_flag=True, help="allow models/tokenizers that run their own code")
+def run(method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
+        run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code):
+    """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
+    from unlearnbench.runner import RunConfig
+
+    hyper = _parse_set(sets)
+    for key, value in (("steps", steps), ("lr", lr), ("batch_size", batch_size), ("lora", lora), ("precision", precision)):
+        if value is not None:
+            hyper[key] = value
+    config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, preset=preset, hyper=hyper,
+                       limit=limit, output_dir=output_dir, run_name=run_name, template=template, original=original,
+                       backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
+                       trust_remote_code=trust_remote_code)
+    _run_and_report(config)
+
+
+def _run_and_report(config):
+    from unlearnbench.records import load_json
+    from unlearnbench.runner import comparison_table, run as run_pipeline
+
+    _quiet_libraries()
+    run_dir = run_pipeline(config)
+    metrics = load_json(run_dir / "metrics.json")
+    click.echo(f"\n{config.method} on {config.task} ({config.model}, original: {metrics['original']['kind']})")
+    click.echo(comparison_table(metrics, fmt="simple_outline"))
+    for metric, judge in metrics.get("judges", {}).items():
+        click.echo(f"  {metric}: judged by {judge}")
+    total = metrics["compute"]["total"]
+    click.echo(f"  compute: {total['wall_seconds']:.0f} s wall, {total['flops']:.3g} FLOPs, peak {total['peak_rss_mb']:.0f} MB")
+    click.echo(f"results: {run_dir}")
+
+
+def _quiet_libraries():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@cli.command(name="list")
+def list_entries():
+    """List tasks, methods, metrics, generators, judges and models."""
+    from tabulate import tabulate
+
+    from unlearnbench.models import EMBEDDED_MODELS
+    from unlearnbench.registry import REGISTRIES
+
+    rows = []
+    for kind in ("task", "method", "metric", "generator", "judge"):
+        registry = REGISTRIES[kind]
+        for name in registry.names():
+            target = registry.target(name)
+            origin = "built-in" if target.startswith("unlearnbench.") else "plugin"
+            rows.append([kind, name, origin, target])
+    for name, embedded in EMBEDDED_MODELS.items():
+        rows.append(["model", name, "embedded", f"{embedded.upstream_id} (GGUF from {embedded.package})"])
+    rows.append(["model", "<org/name>", "hub", "any causal LM hub id or local directory"])
+    click.echo(tabulate(rows, headers=["kind", "name", "origin", "where"], tablefmt="simple"))
+
+
+def main(argv=None):
+    """Entry point: turns every failure into one line and an exit code, never a traceback."""
+    debug = os.environ.get("UNLEARNBENCH_DEBUG") == "1"
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; results measured so far are kept", err=True)
+        sys.exit(130)
+    except BenchError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except MemoryError:
+        click.echo("error: out of memory; try --lora, a smaller --batch-size or --limit", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if debug:
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (UNLEARNBENCH_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Generators turn prompts into completions. Batching, padding and dtype are theirs to decide.
+
+Contract (the same for every backend):
+    generator.load_weights(model, tokenizer)
+    generator.generate(prompts, GenerationConfig) -> list[str]   # same order as prompts
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from unlearnbench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 32
+    do_sample: bool = False  # greedy by default: deterministic and backend-comparable
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise BenchError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise BenchError("sampling needs temperature > 0 and 0 < top_p <= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Generator:
+    name = "base"
+
+    def load_weights(self, model, tokenizer) -> None:
+        raise NotImplementedError
+
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What produced the outputs, for the run record."""
+        return {"backend": self.name}

@@ -1,0 +1,107 @@
+"""Name -> implementation registries for tasks, methods, metrics, generators and models.
+
+Modelled on lm-evaluation-harness: entries register with a decorator, may be lazy
+("module:attr" strings imported on first use, so that optional heavy backends are never
+imported by `--help` or `list`), third-party packages add entries through entry points,
+and an unknown name gets a did-you-mean error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from unlearnbench.errors import BenchError
+
+KINDS = ("task", "method", "metric", "generator", "model", "judge")
+
+# Built-in entries are lazy so that listing them imports nothing heavy.
+_BUILTINS: dict[str, dict[str, str]] = {
+    "task": {
+        "hallucination": "unlearnbench.tasks.hallucination:HallucinationTask",
+    },
+    "method": {
+        "unlearn": "unlearnbench.methods.unlearn:Unlearn",
+        "ga": "unlearnbench.methods.ga:GradientAscent",
+        "sft": "unlearnbench.methods.sft:SupervisedFinetune",
+    },
+    "metric": {
+        "hallucination_rate": "unlearnbench.metrics.hallucination_rate:HallucinationRate",
+        "diversity": "unlearnbench.metrics.diversity:Diversity",
+        "fluency": "unlearnbench.metrics.fluency:Fluency",
+        "utility": "unlearnbench.metrics.utility:Utility",
+    },
+    "generator": {
+        "hf": "unlearnbench.generation.hf:HFGenerator",
+    },
+    "judge": {
+        "minilm-bertscore": "unlearnbench.metrics.judges:TokenSimilarityJudge",
+        "reward-model": "unlearnbench.metrics.judges:RewardModelJudge",
+    },
+}
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = dict(_BUILTINS.get(kind, {}))
+        self._plugins_loaded = False
+
+    def register(self, name: str) -> Callable[[Any], Any]:
+        def decorator(obj: Any) -> Any:
+            self._entries[name] = obj
+            return obj
+
+        return decorator
+
+    def _load_plugins(self) -> None:
+        # Third-party packages declare e.g. [project.entry-points."unlearnbench.methods"].
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=f"unlearnbench.{self.kind}s"):
+            self._entries.setdefault(ep.name, ep.value)
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def target(self, name: str) -> str:
+        """Where an entry lives, without importing it (for `unlearnbench list`)."""
+        self._load_plugins()
+        entry = self._entries[name]
+        return entry if isinstance(entry, str) else f"{entry.__module__}:{entry.__qualname__}"
+
+    def get(self, name: str) -> Any:
+        self._load_plugins()
+        if name not in self._entries:
+            raise BenchError(unknown_name_message(self.kind, name, self.names()))
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module_name, _, attr = entry.partition(":")
+            try:
+                entry = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise BenchError(f"{self.kind} '{name}' could not be loaded from {module_name}:{attr}: {exc}") from exc
+            self._entries[name] = entry
+        return entry
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'.{hint} Known: {', '.join(known)}"
+
+
+REGISTRIES = {kind: Registry(kind) for kind in KINDS}
+
+
+def register(kind: str, name: str) -> Callable[[Any], Any]:
+    """`@register("method", "npo")` adds an entry to a registry."""
+    return REGISTRIES[kind].register(name)
+
+
+def get(kind: str, name: str) -> Any:
+    return REGISTRIES[kind].get(name)

@@ -1,0 +1,360 @@
+"""The pipeline: task -> original -> evaluate -> method.fit -> evaluate -> record.
+
+Both the original and the unlearned model are evaluated on the same prompts with the same
+generator and judges. Everything lands in runs/<run-id>/ and nothing measured is lost: the
+record is rewritten (atomically) after every phase, and a failure or interruption keeps it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unlearnbench import models, registry
+from unlearnbench.compute import forward_flops, measure, total, training_flops
+from unlearnbench.errors import BenchError, TrainingDiverged
+from unlearnbench.presets import PRESETS
+from unlearnbench.progress import say
+from unlearnbench.records import environment, safe_name, write_json, write_jsonl
+
+FORGET_SPLITS = ("unlearned", "unseen")
+
+
+@dataclass
+class RunConfig:
+    method: str = "unlearn"
+    task: str = "hallucination"
+    model: str = models.DEFAULT_MODEL
+    data: str = "embedded"
+    seed: int = 0
+    preset: str = "default"
+    hyper: dict = field(default_factory=dict)  # overrides of the method's hyper-parameters
+    limit: int | None = None  # prompts per evaluation set
+    output_dir: str = "runs"
+    run_name: str | None = None
+    template: str = "auto"
+    original: str = "auto"  # auto | base | prepared
+    backend: str = "hf"
+    encoder: str = "all-MiniLM-L6-v2"
+    utility_judge: str = "similarity"
+    max_new_tokens: int | None = None
+    trust_remote_code: bool = False
+
+
+def resolve_config(config: RunConfig):
+    """Check every name and number before anything slow happens."""
+    task = registry.get("task", config.task)()
+    method_cls = registry.get("method", config.method)
+    registry.get("generator", config.backend)
+    if config.preset not in PRESETS:
+        raise BenchError(registry.unknown_name_message("preset", config.preset, sorted(PRESETS)))
+    preset = PRESETS[config.preset]
+    hyper = {**preset.get("hyper", {}), **config.hyper, "seed": config.seed}
+    method = method_cls(method_cls.Config.from_overrides(hyper))
+    if config.limit is not None and config.limit < 1:
+        raise BenchError(f"--limit must be at least 1, got {config.limit}")
+    if config.original not in ("auto", "base", "prepared"):
+        raise BenchError(f"--original must be auto, base or prepared, got {config.original!r}")
+    if config.template == "auto" and "template" in preset:
+        config = dataclasses.replace(config, template=preset["template"])
+    if config.template not in ("auto", "chat", "paper"):
+        raise BenchError(f"--template must be auto, chat or paper, got {config.template!r}")
+    models.check(config.model)
+    return config, task, method
+
+
+def make_run_dir(config: RunConfig) -> Path:
+    name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.task}-{config.method}-s{config.seed}"
+    root = Path(config.output_dir).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        run_dir = root / safe_name(name)
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = root / f"{safe_name(name)}-{suffix}"
+        run_dir.mkdir()
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"cannot write to output directory '{root}': {exc.strerror or exc}") from exc
+    return run_dir
+
+
+class Evaluator:
+    """Generates for every evaluation set and scores the outputs with the task's metrics."""
+
+    def __init__(self, task, data, template, judges: dict, generator_name: str, max_new_tokens: int, seed: int):
+        from unlearnbench.generation import GenerationConfig
+
+        self.task, self.data, self.template, self.judges = task, data, template, judges
+        self.generator_name = generator_name
+        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed)
+        self.metrics = {}
+
+    def generator(self, model):
+        generator = registry.get("generator", self.generator_name)()
+        generator.load_weights(model, self.template.tokenizer)
+        return generator
+
+    def evaluate(self, generator, phase: str, splits=None, only=None, counter=None) -> tuple[dict, list[dict]]:
+        results, rows = {}, []
+        for split, eval_set in self.data.eval_sets.items():
+            if splits and split not in splits:
+                continue
+            prompts = [self.template.prompt(q) for q in eval_set.questions]
+            outputs = generator.generate(prompts, self.generation, desc=f"{phase}: generating {split}")
+            if counter is not None:
+                counter(generator)
+            scores = {}
+            for metric_name in eval_set.metrics:
+                if only and metric_name not in only:
+                    continue
+                metric = registry.get("metric", metric_name)()
+                judge = self.judges.get(metric.judge_kind) if metric.judge_kind else None
+                scores[metric_name] = metric.compute(outputs, eval_set.refs, judge)
+            results[split] = scores
+            for i, (ref, output) in enumerate(zip(eval_set.refs, outputs)):
+                rows.append({"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
+                             **{m: s.per_item[i] for m, s in scores.items()}})
+        return results, rows
+
+
+def original_cache_key(config: RunConfig, loaded, data, task) -> str:
+    blob = json.dumps([loaded.source, data.hashes, config.seed, config.template, task.prepare_hyper], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def choose_original(config, task, data, loaded, template, evaluator, compute):
+    """Decide which model is "the original" that unlearning starts from (paper.md §2.2).
+
+    A task may need an original that actually shows the behaviour to unlearn. With
+    --original auto the base model's rate on the unlearned prompts is measured; when it is under
+    the task's threshold, the base model is fine-tuned on the task's prepare pairs first (the
+    paper's memorising fine-tune for copyright). That model is cached, keyed by model, data and seed.
+    """
+    metric, threshold = task.original_check
+    info = {"kind": "base", "model": config.model, "check": f"{metric} on unlearned prompts >= {threshold:.0%}"}
+    if config.original == "base" or not data.prepare_pairs:
+        return loaded.model, info
+    cache_dir = models.cache_root() / "originals" / f"{task.name}-{original_cache_key(config, loaded, data, task)}"
+    decision_file = cache_dir / "decision.json"
+    decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
+    if config.original == "auto" and "base_rate" not in decision:
+        with measure(compute, "original_check") as phase:
+            generator = evaluator.generator(loaded.model)
+            base, _ = evaluator.evaluate(generator, "original_check", splits=("unlearned",), only=(metric,))
+            del generator
+        decision["base_rate"] = base["unlearned"][metric].value
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_json(decision_file, decision)
+    info["base_rate"] = decision.get("base_rate")
+    if config.original == "auto" and decision["base_rate"] >= threshold:
+        say(f"original: the base model's {metric} is {decision['base_rate']:.1%} (>= {threshold:.0%}); using it as is")
+        return loaded.model, info
+    prepared_dir = cache_dir / "model"
+    info.update(kind="prepared", cache=str(prepared_dir), prepare=dict(method="sft", pairs=len(data.prepare_pairs),
+                                                                        **task.prepare_hyper))
+    if (prepared_dir / "config.json").is_file():
+        say(f"original: loading the cached prepared model from {prepared_dir}")
+        return models.load(str(prepared_dir)).model, info
+    say(f"original: base {metric} is {info.get('base_rate', float('nan')):.1%} (< {threshold:.0%}); "
+        f"fine-tuning it on {len(data.prepare_pairs)} {task.prepare_what} first")
+    from unlearnbench.batching import TrainData
+    from unlearnbench.methods.sft import SupervisedFinetune
+
+    sft = SupervisedFinetune(SupervisedFinetune.Config.from_overrides({**task.prepare_hyper, "seed": config.seed}))
+    prepare_log = []
+    with measure(compute, "prepare") as phase:
+        # In place: the base weights are not needed once the prepared original exists.
+        result = sft.fit(loaded.model, loaded.tokenizer,
+                         TrainData(forget=data.prepare_pairs, normal=[], mismatch_pool=[]), template, prepare_log.append)
+        phase.tokens = result.trained_tokens
+        phase.flops = training_flops(loaded.num_parameters, result.trained_tokens)
+    info["prepare"]["final_ce"] = prepare_log[-1]["ce"]
+    models.save_atomically(result.model, loaded.tokenizer, prepared_dir)
+    return result.model, info
+
+
+def run(config: RunConfig) -> Path:
+    import torch
+
+    from unlearnbench.batching import Template
+    from unlearnbench.metrics.judges import LanguageModelJudge, similarity_judge, utility_judge
+
+    config, task, method = resolve_config(config)
+    run_dir = make_run_dir(config)
+    started = time.time()
+    compute: dict = {}
+    train_log: list[dict] = []
+    generations: list[dict] = []
+    record: dict = {
+        "run_id": run_dir.name,
+        "status": "running",
+        "config": {**dataclasses.asdict(config), "method_hyper": dataclasses.asdict(method.config)},
+        "environment": environment(),
+        "files": {"generations": "generations.jsonl", "train_log": "train_log.jsonl", "metrics": "metrics.json"},
+    }
+
+    def save():
+        record["compute"] = {name: c.to_dict() for name, c in compute.items()}
+        record["compute"]["total"] = total(compute).to_dict()
+        record["elapsed_seconds"] = round(time.time() - started, 2)
+        write_json(run_dir / "config.json", {k: record[k] for k in ("run_id", "config", "environment") if k in record}
+                   | {"data": record.get("data")})
+        write_json(run_dir / "metrics.json", {k: v for k, v in record.items() if k not in ("config", "environment")})
+        write_jsonl(run_dir / "train_log.jsonl", train_log)
+        write_jsonl(run_dir / "generations.jsonl", generations)
+        write_run_readme(run_dir, record)
+
+    save()
+    say(f"run {run_dir}")
+    try:
+        torch.manual_seed(config.seed)
+        with measure(compute, "data"):
+            data = task.load(config.data, config.seed, eval_limit=config.limit)
+        record["data"] = {"source": config.data, "hashes": data.hashes, "counts": data.counts, "seed": config.seed}
+        with measure(compute, "load"):
+            loaded = models.load(config.model, trust_remote_code=config.trust_remote_code)
+            template = Template(loaded.tokenizer, config.template)
+            similarity = similarity_judge(config.encoder)
+            judges = {"similarity": similarity,
+                      "utility": utility_judge(config.utility_judge, similarity, config.trust_remote_code)}
+        record["config"]["resolved_template"] = template.kind
+        evaluator = Evaluator(task, data, template, judges, config.backend,
+                              config.max_new_tokens or task.max_new_tokens, config.seed)
+        generation_counter = _generation_counter(loaded.num_parameters)
+
+        original, record["original"] = choose_original(config, task, data, loaded, template, evaluator, compute)
+        save()
+
+        with measure(compute, "eval_original") as phase:
+            generator = evaluator.generator(original)
+            # The fluency judge is the original model; the generator's copy serves, kept frozen.
+            judge_model = generator.model if generator.model is not original else copy.deepcopy(original)
+            kind = record["original"]["kind"]
+            judges["lm"] = LanguageModelJudge(judge_model, template, f"nll under the original ({kind} {config.model})")
+            before, rows = evaluator.evaluate(generator, "original", counter=generation_counter.bind(phase))
+            del generator
+        generations += rows
+        record["metrics"] = {"original": _as_dicts(before)}
+        record["judges"] = _judge_names(before)
+        record["generator"] = evaluator.generator_name
+        save()
+
+        with measure(compute, "train") as phase:
+            try:
+                result = method.fit(original, loaded.tokenizer, data.train, template, train_log.append)
+            finally:
+                save()
+            phase.tokens = result.trained_tokens + result.reference_tokens
+            phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
+                                         lora=method.config.lora)
+        record["train"] = {"steps": result.steps, "trainable_parameters": result.trainable_parameters}
+        save()
+
+        with measure(compute, "eval_unlearned") as phase:
+            generator = evaluator.generator(result.model)
+            after, rows = evaluator.evaluate(generator, "unlearned", counter=generation_counter.bind(phase))
+            del generator
+        generations += rows
+        record["metrics"]["unlearned"] = _as_dicts(after)
+        record["status"] = "completed"
+    except TrainingDiverged as exc:
+        record["status"] = "diverged"
+        record["error"] = str(exc)
+        raise
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        raise
+    except BenchError as exc:
+        record["status"] = "failed"
+        record["error"] = str(exc)
+        raise
+    finally:
+        save()
+    return run_dir
+
+
+class _generation_counter:
+    """Adds a generator's token counts and forward FLOPs to the phase being measured."""
+
+    def __init__(self, parameters: int):
+        self.parameters = parameters
+
+    def bind(self, phase):
+        def count(generator):
+            counts = getattr(generator, "last_counts", {})
+            tokens = counts.get("prompt_tokens", 0) + counts.get("generated_tokens", 0)
+            phase.tokens += tokens
+            phase.flops += forward_flops(self.parameters, tokens)
+        return count
+
+
+def _as_dicts(results: dict) -> dict:
+    return {split: {name: {k: v for k, v in r.to_dict().items() if k != "per_item"} for name, r in scores.items()}
+            for split, scores in results.items()}
+
+
+def _judge_names(results: dict) -> dict:
+    return {name: r.judge_name for scores in results.values() for name, r in scores.items()}
+
+
+def comparison_rows(record: dict) -> list[list]:
+    """Rows of split, metric, original, unlearned, relative change: the before/after table."""
+    metrics = record.get("metrics", {})
+    before, after = metrics.get("original", {}), metrics.get("unlearned", {})
+    rows = []
+    for split, scores in before.items():
+        for name, b in scores.items():
+            a = after.get(split, {}).get(name)
+            show = lambda r: "NM" if r is None or r["value"] is None else f"{r['value']:.3f}"  # noqa: E731
+            change = ""
+            if a and a["value"] is not None and b["value"] not in (None, 0):
+                change = f"{(a['value'] - b['value']) / abs(b['value']):+.0%}"
+            arrow = "↑" if b["higher_is_better"] else "↓"
+            rows.append([split, f"{name} {arrow}", show(b), show(a) if a else "-", change])
+    return rows
+
+
+def comparison_table(record: dict, fmt: str = "github") -> str:
+    from tabulate import tabulate
+
+    return tabulate(comparison_rows(record), headers=["split", "metric", "original", "unlearned", "change"],
+                    tablefmt=fmt, disable_numparse=True)
+
+
+def write_run_readme(run_dir: Path, record: dict) -> None:
+    from unlearnbench.records import atomic_write_text
+
+    config = record["config"]
+    lines = [
+        f"# Run {record['run_id']}",
+        "",
+        f"Status: **{record['status']}**" + (f" ({record['error']})" if record.get("error") else ""),
+        "",
+        f"`unlearnbench run --method {config['method']} --task {config['task']} --model {config['model']} "
+        f"--data {config['data']} --seed {config['seed']}`",
+        "",
+    ]
+    if record.get("original"):
+        lines += [f"Original model: {record['original'].get('kind')} ({json.dumps(record['original'])})", ""]
+    if record.get("metrics"):
+        lines += [comparison_table(record), ""]
+    if record.get("judges"):
+        lines += ["Judges:", *[f"- {m}: {j}" for m, j in record["judges"].items()], ""]
+    lines += [
+        "Files:",
+        "- `config.json`: everything a rerun needs (config, method hyper-parameters, package versions, git commit, data hashes)",
+        "- `metrics.json`: metrics per split for the original and the unlearned model, compute per phase, status",
+        "- `generations.jsonl`: every prompt, output and per-item score, for both models",
+        "- `train_log.jsonl`: every loss term at every training step",
+    ]
+    atomic_write_text(run_dir / "README.md", "\n".join(lines) + "\n")

@@ -1,0 +1,66 @@
+"""Hallucination (paper §2.3): unlearn hallucinated answers to questions, keep normal QA.
+
+- forget: (question, hallucinated answer), split 70/10/20 with a fixed seed;
+- normal: TruthfulQA-style QA; the mismatch pool is its answers;
+- eval: `unlearned` = forget-train questions, `unseen` = forget-test questions, `normal` = normal-test.
+
+Sources (`--data`): `embedded` (written for this project, shipped in the package), `hub`
+(pminervini/HaluEval `qa` + truthfulqa/truthful_qa `generation`, pinned), or a JSONL path whose
+lines carry question, right_answer and hallucinated_answer (the HaluEval QA schema).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unlearnbench.batching import Pair, TrainData
+from unlearnbench.errors import BenchError
+from unlearnbench.tasks import DATA_DIR, EvalSet, Task, TaskData, content_hash, read_jsonl, split_70_10_20
+from unlearnbench.tasks.hub import HALUEVAL_QA, load_rows
+from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
+
+SCHEMA = {"question": str, "right_answer": str, "hallucinated_answer": str}
+FORGET_METRICS = ("hallucination_rate", "diversity", "fluency")
+NORMAL_METRICS = ("utility", "diversity", "fluency")
+
+
+class HallucinationTask(Task):
+    name = "hallucination"
+    description = "unlearn hallucinated QA answers (HaluEval); keep TruthfulQA-style QA"
+    sources = ("embedded", "hub", "PATH")
+    max_new_tokens = 32
+    original_check = ("hallucination_rate", 0.30)
+    prepare_what = "hallucinated answers"
+    prepare_hyper = {"steps": 50, "lr": 3e-4, "batch_size": 16}
+
+    def load(self, source: str = "embedded", seed: int = 0, eval_limit: int | None = None) -> TaskData:
+        if source == "embedded":
+            rows = read_jsonl(DATA_DIR / "hallucination_qa.jsonl", SCHEMA, "embedded hallucination")
+        elif source == "hub":
+            rows = load_rows(HALUEVAL_QA, tuple(SCHEMA))
+        else:
+            rows = read_jsonl(Path(source), SCHEMA, "hallucination data")
+        normal_rows = load_normal_rows("hub" if source == "hub" else "embedded")
+
+        train, _, test = split_70_10_20(rows, seed)
+        if not train or not test:
+            raise BenchError(f"the forget set has {len(rows)} items: too few to split 70/10/20 (need at least 5)")
+        normal_pairs, pool, normal_refs = split_normal(normal_rows, seed)
+        limit = (lambda refs: refs[:eval_limit]) if eval_limit else (lambda refs: refs)  # noqa: E731
+        forget_refs = lambda items: [dict(question=r["question"], right_answer=r["right_answer"],  # noqa: E731
+                                          hallucinated_answer=r["hallucinated_answer"]) for r in items]
+        eval_sets = {
+            "unlearned": EvalSet("unlearned", limit(forget_refs(train)), FORGET_METRICS),
+            "unseen": EvalSet("unseen", limit(forget_refs(test)), FORGET_METRICS),
+            "normal": EvalSet("normal", limit(normal_refs), NORMAL_METRICS),
+        }
+        hallucinated = lambda items: [Pair(r["question"], r["hallucinated_answer"]) for r in items]  # noqa: E731
+        return TaskData(
+            train=TrainData(forget=hallucinated(train), normal=normal_pairs, mismatch_pool=pool),
+            eval_sets=eval_sets,
+            source=source,
+            hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
+            counts={"forget_train": len(train), "forget_test": len(test), "normal_train": len(normal_pairs),
+                    "mismatch_pool": len(pool), **{f"eval_{k}": len(v.refs) for k, v in eval_sets.items()}},
+            prepare_pairs=hallucinated(train + test),
+        )

@@ -1,0 +1,74 @@
+"""Unlearning methods. One file per method; each states its loss.
+
+A gradient method subclasses `Method`, declares which batches it draws (`uses`), its
+hyper-parameters (a dataclass subclassing `TrainConfig`), and writes only
+
+    loss(model, step, reference) -> {"total": ..., <named terms>...}
+
+The shared loop in `unlearnbench.training` does the rest (optimizer, schedule, precision,
+logging of every named term, the NaN guard). Methods whose loop differs override `fit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from unlearnbench.errors import BenchError
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40
+    lr: float = 2e-5
+    batch_size: int = 2
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj")
+    precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast (hardware.py), else fp32
+    shuffle: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise BenchError(f"--steps must be at least 1, got {self.steps}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise BenchError(f"--lr must be a positive finite number, got {self.lr}")
+        if self.batch_size < 1:
+            raise BenchError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.max_length < 8:
+            raise BenchError(f"max_length must be at least 8, got {self.max_length}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise BenchError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise BenchError(f"unknown hyper-parameter(s) for this method: {', '.join(unknown)}. Known: {', '.join(sorted(known))}")
+        config = cls(**overrides)
+        config.validate()
+        return config
+
+
+class Method:
+    name = "base"
+    Config = TrainConfig
+    uses: tuple[str, ...] = ("forget",)  # which batches the sampler draws each step
+    needs_reference = False
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    def loss(self, model, step, reference) -> dict:
+        raise NotImplementedError
+
+    def fit(self, model, tokenizer, data, template, log, accelerator=None):
+        from unlearnbench.training import train
+
+        return train(self, model, tokenizer, data, template, log, accelerator=accelerator)

@@ -1,0 +1,43 @@
+"""Metrics: one file per formula. Every result names the judge that produced it.
+
+Contract (scikit-learn style: one shape for every metric):
+    Metric().compute(outputs, refs, judge) -> MetricResult
+`outputs` are generated texts, `refs` one dict per item (what the task knows about it),
+`judge` the scorer the metric needs (an encoder, a reward model, a language model) or None.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class MetricResult:
+    value: float | None  # None: not meaningful ("NM"), e.g. fluency of degenerate outputs
+    per_item: list = field(default_factory=list)
+    judge_name: str = "none"
+    higher_is_better: bool = True
+    note: str = ""
+
+    def display(self) -> str:
+        if self.value is None:
+            return "NM"
+        return f"{self.value:.3f}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Metric:
+    name = "base"
+    higher_is_better = True
+    judge_kind: str | None = None  # "similarity", "utility", "lm" or None
+
+    def compute(self, outputs: list[str], refs: list[dict], judge=None) -> MetricResult:
+        raise NotImplementedError
+
+
+def mean(values) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")

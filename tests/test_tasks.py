@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from unlearnbench.errors import BenchError
+from unlearnbench.tasks import hub, split_70_10_20
+from unlearnbench.tasks.hallucination import HallucinationTask
+
+
+def test_embedded_data_sizes_and_splits():
+    data = HallucinationTask().load("embedded", seed=0)
+    forget_total = data.counts["forget_train"] + data.counts["forget_test"]
+    assert forget_total >= 0.9 * 300
+    assert len(data.train.normal) >= 0.7 * 300 - 1
+    # 70/10/20 of the forget set
+    n = round(data.counts["forget_train"] / 0.7)
+    assert data.counts["forget_test"] == pytest.approx(0.2 * n, abs=2)
+    unlearned = set(data.eval_sets["unlearned"].questions)
+    unseen = set(data.eval_sets["unseen"].questions)
+    assert unlearned and unseen and not unlearned & unseen
+    assert {p.question for p in data.train.forget} == unlearned
+    normal_eval = set(data.eval_sets["normal"].questions)
+    assert not normal_eval & {p.question for p in data.train.normal}
+    assert data.hashes["forget"].startswith("sha256:")
+
+
+def test_split_is_seeded_and_disjoint():
+    items = list(range(100))
+    a = split_70_10_20(items, 1)
+    assert a == split_70_10_20(items, 1)
+    assert a != split_70_10_20(items, 2)
+    assert [len(x) for x in a] == [70, 10, 20]
+    assert sorted(a[0] + a[1] + a[2]) == items
+
+
+def test_eval_limit_caps_each_set():
+    data = HallucinationTask().load("embedded", seed=0, eval_limit=7)
+    assert all(len(s.refs) == 7 for s in data.eval_sets.values())
+
+
+def test_hub_loader_reads_hub_schema_offline(tmp_path, monkeypatch):
+    """The hub path runs on local files in the HaluEval QA and TruthfulQA generation schemas."""
+    import datasets
+
+    halu = tmp_path / "halueval_qa.jsonl"
+    halu.write_text("".join(json.dumps({"knowledge": "k", "question": f"Question {i}?", "right_answer": f"right {i}",
+                                        "hallucinated_answer": f"wrong {i}"}) + "\n" for i in range(20)))
+    tqa = tmp_path / "truthful_qa.jsonl"
+    tqa.write_text("".join(json.dumps({"type": "Adversarial", "category": "Misc", "question": f"Normal {i}?",
+                                       "best_answer": f"best {i}", "correct_answers": [f"best {i}", f"also {i}"],
+                                       "incorrect_answers": [f"no {i}"], "source": "s"}) + "\n" for i in range(20)))
+    calls = []
+
+    def local_load_dataset(repo, config, revision, split):
+        calls.append((repo, config, revision, split))
+        path = halu if repo == hub.HALUEVAL_QA.repo else tqa
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+
+    monkeypatch.setattr(hub, "load_dataset", local_load_dataset)
+    data = HallucinationTask().load("hub", seed=0)
+    assert calls[0] == (hub.HALUEVAL_QA.repo, "qa", hub.HALUEVAL_QA.revision, "data")
+    assert calls[1] == (hub.TRUTHFULQA_GENERATION.repo, "generation", hub.TRUTHFULQA_GENERATION.revision, "validation")
+    assert data.counts["forget_train"] == 14 and data.counts["forget_test"] == 4
+    assert data.train.forget[0].answer.startswith("wrong")
+    assert data.eval_sets["normal"].refs[0]["correct_answers"][0].startswith("best")
+
+
+def test_hub_failure_is_a_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hugging Face Hub\nmore lines")
+
+    monkeypatch.setattr(hub, "load_dataset", offline)
+    with pytest.raises(BenchError, match="could not load pminervini/HaluEval/qa@b1171838:data from the hub: Couldn't reach"):
+        HallucinationTask().load("hub", seed=0)
+
+
+def test_non_utf8_file(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"question": "caf\xe9?", "right_answer": "r", "hallucinated_answer": "h"}\n')
+    with pytest.raises(BenchError, match="not UTF-8"):
+        HallucinationTask().load(str(bad), seed=0)
