@@ -128,20 +128,22 @@ class StepSampler:
     """
 
     def __init__(self, data: TrainData, template: Template, batch_size: int, seed: int,
-                 uses: tuple[str, ...], mismatch_k: int = 0, max_length: int = 256, shuffle: bool = True):
+                 uses: tuple[str, ...], mismatch_k: int = 0, max_length: int = 256, shuffle: bool = True,
+                 normal_batch_size: int | None = None):
         self.data, self.template, self.batch_size = data, template, batch_size
         self.uses, self.mismatch_k, self.max_length, self.shuffle = uses, mismatch_k, max_length, shuffle
         self.rng = random.Random(seed)
-        self._streams = {name: self._cycle(getattr(data, name)) for name in ("forget", "normal") if name in uses}
+        sizes = {"forget": batch_size, "normal": normal_batch_size or batch_size}
+        self._streams = {name: self._cycle(getattr(data, name), sizes[name]) for name in sizes if name in uses}
         self._cache: dict[tuple[str, str], tuple[list[int], int]] = {}
 
-    def _cycle(self, pairs: list[Pair]) -> Iterator[list[Pair]]:
+    def _cycle(self, pairs: list[Pair], size: int) -> Iterator[list[Pair]]:
         while True:
             order = list(range(len(pairs)))
             if self.shuffle:
                 self.rng.shuffle(order)
-            for i in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                yield [pairs[j] for j in order[i : i + self.batch_size]]
+            for i in range(0, len(order) - size + 1, size):
+                yield [pairs[j] for j in order[i : i + size]]
 
     def _batch(self, pairs: list[Pair]) -> Batch:
         encoded = []

@@ -57,6 +57,20 @@ class _PeakRSS(threading.Thread):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
 
+def release_memory() -> None:
+    """Return freed heap to the OS between phases.
+
+    glibc keeps freed blocks (an optimizer's state, a discarded model copy) mapped, so without
+    this every phase would inherit the previous phase's peak as resident memory.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def measure(phases: dict, name: str):
     """`with measure(compute, "train") as c: ...; c.tokens = ...` fills compute[name]."""
@@ -65,6 +79,7 @@ def measure(phases: dict, name: str):
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    release_memory()
     record = PhaseCompute()
     sampler = _PeakRSS()
     sampler.start()

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,10 @@ def resolve_config(config: RunConfig):
     if config.preset not in PRESETS:
         raise BenchError(registry.unknown_name_message("preset", config.preset, sorted(PRESETS)))
     preset = PRESETS[config.preset]
-    hyper = {**preset.get("hyper", {}), **config.hyper, "seed": config.seed}
+    # Precedence: the method's dataclass defaults < the task's settings for this method under the
+    # default preset (tuned for the embedded model) < a named preset < the user's flags.
+    task_defaults = task.method_defaults.get(config.method, {}) if config.preset == "default" else {}
+    hyper = {**task_defaults, **preset.get("hyper", {}), **config.hyper, "seed": config.seed}
     method = method_cls(method_cls.Config.from_overrides(hyper))
     if config.limit is not None and config.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {config.limit}")
@@ -219,7 +221,7 @@ def run(config: RunConfig) -> Path:
     try:
         torch.manual_seed(config.seed)
         with measure(compute, "data"):
-            data = task.load(config.data, config.seed, eval_limit=config.limit)
+            data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
         record["data"] = {"source": config.data, "hashes": data.hashes, "counts": data.counts, "seed": config.seed}
         with measure(compute, "load"):
             loaded = models.load(config.model, trust_remote_code=config.trust_remote_code)

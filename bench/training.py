@@ -35,11 +35,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def make_reference(model, lora: bool, device):
+def make_reference(model, lora: bool, device, dtype=None):
     """The frozen original θo as a function batch -> logits.
 
     With LoRA the original is the same network with its adapters switched off, so no second
-    copy of the weights is held; with full fine-tuning it is a frozen copy.
+    copy of the weights is held; with full fine-tuning it is a frozen copy, stored in the
+    autocast dtype when training runs under autocast (its matmuls run in that dtype anyway).
     """
     if lora:
         @torch.no_grad()
@@ -48,7 +49,7 @@ def make_reference(model, lora: bool, device):
                 return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return reference
 
-    frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    frozen = copy.deepcopy(model).to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     @torch.no_grad()
     def reference(batch):
@@ -75,8 +76,9 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     config = method.config
     for name in method.uses:
         source = data.mismatch_pool if name == "mismatch" else getattr(data, name)
-        if name in ("forget", "normal") and len(source) < config.batch_size:
-            raise BenchError(f"the {name} set has {len(source)} items, fewer than one batch of {config.batch_size}")
+        size = (config.normal_batch_size or config.batch_size) if name == "normal" else config.batch_size
+        if name in ("forget", "normal") and len(source) < size:
+            raise BenchError(f"the {name} set has {len(source)} items, fewer than one batch of {size}")
         if name == "mismatch" and len(source) < getattr(config, "mismatch_k", 0):
             raise BenchError(f"the mismatch pool has {len(source)} answers, fewer than K={config.mismatch_k}")
 
@@ -84,7 +86,8 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     torch.manual_seed(config.seed)
     if config.lora:
         model = apply_lora(model, config)
-    reference = make_reference(model, config.lora, accelerator.device) if method.needs_reference else None
+    amp_dtype = autocast_dtype(config.precision, accelerator.device)
+    reference = make_reference(model, config.lora, accelerator.device, amp_dtype) if method.needs_reference else None
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -93,8 +96,8 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     sampler = StepSampler(
         data, template, config.batch_size, config.seed, method.uses,
         mismatch_k=getattr(config, "mismatch_k", 0), max_length=config.max_length, shuffle=config.shuffle,
+        normal_batch_size=config.normal_batch_size,
     )
-    amp_dtype = autocast_dtype(config.precision, accelerator.device)
     autocast = (
         torch.autocast(accelerator.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )

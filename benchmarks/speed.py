@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from unlearnbench import models  # noqa: E402
-from unlearnbench.batching import Pair, Template, TrainData  # noqa: E402
+from unlearnbench.batching import Template  # noqa: E402
 from unlearnbench.generation import GenerationConfig  # noqa: E402
 from unlearnbench.generation.hf import HFGenerator  # noqa: E402
 from unlearnbench.methods.unlearn import Unlearn  # noqa: E402

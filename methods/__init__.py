@@ -21,6 +21,7 @@ class TrainConfig:
     steps: int = 40
     lr: float = 2e-5
     batch_size: int = 2
+    normal_batch_size: int | None = None  # None: same as batch_size (the paper uses 2 and 2)
     weight_decay: float = 0.01
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -38,8 +39,8 @@ class TrainConfig:
             raise BenchError(f"--steps must be at least 1, got {self.steps}")
         if not (self.lr > 0 and self.lr < float("inf")):
             raise BenchError(f"--lr must be a positive finite number, got {self.lr}")
-        if self.batch_size < 1:
-            raise BenchError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.batch_size < 1 or (self.normal_batch_size is not None and self.normal_batch_size < 1):
+            raise BenchError(f"batch sizes must be at least 1, got {self.batch_size} and {self.normal_batch_size}")
         if self.max_length < 8:
             raise BenchError(f"max_length must be at least 8, got {self.max_length}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -59,3 +59,10 @@ def test_sampler_is_deterministic_per_seed(tokenizer):
     make = lambda seed: StepSampler(data, Template(tokenizer, "chat"), 2, seed, ("forget",))  # noqa: E731
     first = [next(make(1)).forget.input_ids.tolist() for _ in range(2)]
     assert first[0] == first[1]
+
+
+def test_sampler_normal_batch_size_is_separate(tokenizer):
+    data = TrainData(forget=[Pair(f"q{i}?", f"a{i}") for i in range(4)],
+                     normal=[Pair(f"n{i}?", f"b{i}") for i in range(16)], mismatch_pool=[])
+    step = next(StepSampler(data, Template(tokenizer, "chat"), 2, 0, ("forget", "normal"), normal_batch_size=8))
+    assert step.forget.input_ids.shape[0] == 2 and step.normal.input_ids.shape[0] == 8

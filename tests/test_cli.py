@@ -4,9 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 BIN = [sys.executable, "-m", "unlearnbench.cli"]
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from unlearnbench.batching import Pair, Step, Template, collate, encode
+from unlearnbench.batching import Step, Template, collate, encode
 from unlearnbench.methods.ga import GAConfig, GradientAscent
 from unlearnbench.methods.terms import answer_cross_entropy, forward_kl
 from unlearnbench.methods.unlearn import Unlearn, UnlearnConfig
