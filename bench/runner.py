@@ -167,8 +167,9 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
     if (prepared_dir / "config.json").is_file():
         say(f"original: loading the cached prepared model from {prepared_dir}")
         return models.load(str(prepared_dir)).model, info
-    say(f"original: base {metric} is {info.get('base_rate', float('nan')):.1%} (< {threshold:.0%}); "
-        f"fine-tuning it on {len(data.prepare_pairs)} {task.prepare_what} first")
+    why = ("--original prepared" if info["base_rate"] is None
+           else f"the base model's {metric} is {info['base_rate']:.1%} (< {threshold:.0%})")
+    say(f"original: {why}; fine-tuning it on {len(data.prepare_pairs)} {task.prepare_what} first")
     from unlearnbench.batching import TrainData
     from unlearnbench.methods.sft import SupervisedFinetune
 
@@ -232,7 +233,7 @@ def run(config: RunConfig) -> Path:
         record["config"]["resolved_template"] = template.kind
         evaluator = Evaluator(task, data, template, judges, config.backend,
                               config.max_new_tokens or task.max_new_tokens, config.seed)
-        generation_counter = _generation_counter(loaded.num_parameters)
+        generation_counter = GenerationCounter(loaded.num_parameters)
 
         original, record["original"] = choose_original(config, task, data, loaded, template, evaluator, compute)
         save()
@@ -276,16 +277,16 @@ def run(config: RunConfig) -> Path:
     except KeyboardInterrupt:
         record["status"] = "interrupted"
         raise
-    except BenchError as exc:
+    except Exception as exc:
         record["status"] = "failed"
-        record["error"] = str(exc)
+        record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
         save()
     return run_dir
 
 
-class _generation_counter:
+class GenerationCounter:
     """Adds a generator's token counts and forward FLOPs to the phase being measured."""
 
     def __init__(self, parameters: int):

@@ -21,7 +21,10 @@ def answer_cross_entropy(model, batch: Batch) -> torch.Tensor:
     """CE(θ) = (1/N) Σ_{answer tokens} −log h_θ(y_i | x, y_<i), N = answer tokens in the batch."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     logits, labels = shifted(logits, batch.labels)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE)
+    answer = labels != IGNORE
+    # Only answer positions enter the float32 cast: prompts are most of each sequence, and a
+    # full-vocabulary fp32 copy of every position is the largest tensor of a step.
+    return F.cross_entropy(logits[answer].float(), labels[answer])
 
 
 def forward_kl(model, reference, batch: Batch) -> torch.Tensor:
