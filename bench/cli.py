@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -119,9 +120,15 @@ def list_entries():
     click.echo(tabulate(rows, headers=["kind", "name", "origin", "where"], tablefmt="simple"))
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     """Entry point: turns every failure into one line and an exit code, never a traceback."""
     debug = os.environ.get("UNLEARNBENCH_DEBUG") == "1"
+    # SIGTERM (a scheduler, `kill`) takes the same path as Ctrl-C: the record is saved as interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Exit as exc:

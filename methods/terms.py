@@ -27,8 +27,11 @@ def answer_cross_entropy(model, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits[answer].float(), labels[answer])
 
 
-def forward_kl(model, reference, batch: Batch) -> torch.Tensor:
+def forward_kl(model, reference, batch: Batch, positions: str = "answer") -> torch.Tensor:
     """KL(θo‖θ) = (1/N) Σ_{answer tokens} Σ_v P_o(v) (log P_o(v) − log P_θ(v)).
+
+    positions="all" averages over every non-padding position instead (prompt included), as the
+    official code's normal loss does (paper.md §1.2 #3).
 
     Forward KL with the original first (paper Eqn. 6), via log_softmax so that it stays finite
     in low precision (the official code's log(Q + 1e-12) underflows in fp16, paper.md §1.5 #6).
@@ -37,7 +40,7 @@ def forward_kl(model, reference, batch: Batch) -> torch.Tensor:
     reference_logits = reference(batch)
     logits, labels = shifted(logits, batch.labels)
     reference_logits, _ = shifted(reference_logits, batch.labels)
-    answer = labels != IGNORE
+    answer = labels != IGNORE if positions == "answer" else batch.attention_mask[:, 1:].bool()
     log_q = F.log_softmax(logits[answer].float(), dim=-1)
     log_p = F.log_softmax(reference_logits[answer].float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()

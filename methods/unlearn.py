@@ -22,12 +22,15 @@ class UnlearnConfig(TrainConfig):
     mismatch_weight: float = 1.0  # ε2
     normal_weight: float = 1.0  # ε3
     mismatch_k: int = 5  # K = |Y^rdn| answers per forget prompt
+    kl_positions: str = "answer"  # "answer" (paper Eqn. 6) or "all" (the official code)
 
     def validate(self) -> None:
         super().validate()
         weights = (self.forget_weight, self.mismatch_weight, self.normal_weight)
         if any(not (w >= 0 and w < float("inf")) for w in weights):
             raise BenchError(f"loss weights must be finite and >= 0, got {weights}")
+        if self.kl_positions not in ("answer", "all"):
+            raise BenchError(f"kl_positions must be 'answer' or 'all', got {self.kl_positions!r}")
         if self.mismatch_k < 0:
             raise BenchError(f"mismatch_k must be >= 0, got {self.mismatch_k}")
 
@@ -47,6 +50,6 @@ class Unlearn(Method):
             terms["mismatch_ce"] = answer_cross_entropy(model, step.mismatch)
             total = total + c.mismatch_weight * terms["mismatch_ce"]
         if c.normal_weight > 0:
-            terms["normal_kl"] = forward_kl(model, reference, step.normal)
+            terms["normal_kl"] = forward_kl(model, reference, step.normal, self.config.kl_positions)
             total = total + c.normal_weight * terms["normal_kl"]
         return {"total": total, **terms}

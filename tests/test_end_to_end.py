@@ -93,3 +93,31 @@ def test_prepared_original_is_made_once_and_cached(tmp_path, smol, monkeypatch):
     assert len(cached) == 1
     second = json.loads((runner.run(config) / "metrics.json").read_text())
     assert second["original"]["kind"] == "prepared" and "prepare" not in second["compute"]
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_the_record_and_says_interrupted(tmp_path, smol):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", "run", "--steps", "200", "--limit", "2",
+                                "--original", "base", "--output-dir", str(tmp_path), "--run-name", "killed"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics_file = tmp_path / "killed" / "metrics.json"
+    deadline = time.time() + 300
+    # Training starts right after the original's metrics are recorded; let it run a few steps.
+    while time.time() < deadline and not (metrics_file.exists()
+                                          and "original" in json.loads(metrics_file.read_text()).get("metrics", {})):
+        time.sleep(0.5)
+    time.sleep(8)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "interrupted"
+    assert "original" in metrics["metrics"]
+    assert read_jsonl(tmp_path / "killed" / "train_log.jsonl")  # the steps done before the signal

@@ -53,7 +53,8 @@ def test_kl_is_zero_when_model_equals_reference(tokenizer, tiny_model):
     assert abs(float(forward_kl(tiny_model, reference, batch))) < 1e-6
 
 
-def test_kl_matches_hand_computation(tokenizer, tiny_model):
+@pytest.mark.parametrize("positions", ["answer", "all"])
+def test_kl_matches_hand_computation(tokenizer, tiny_model, positions):
     batch = batch_of(tokenizer, PAIRS)
     other = copy.deepcopy(tiny_model)
     with torch.no_grad():
@@ -65,13 +66,14 @@ def test_kl_matches_hand_computation(tokenizer, tiny_model):
     total, count = 0.0, 0
     for row in range(batch.input_ids.shape[0]):
         for pos in range(1, batch.input_ids.shape[1]):
-            if int(batch.labels[row, pos]) == -100:
+            counted = int(batch.labels[row, pos]) != -100 if positions == "answer" else bool(batch.attention_mask[row, pos])
+            if not counted:
                 continue
             p = torch.softmax(logits_p[row, pos - 1], 0)
             q = torch.softmax(logits_q[row, pos - 1], 0)
             total += float((p * (p.log() - q.log())).sum())
             count += 1
-    value = float(forward_kl(tiny_model, reference, batch))
+    value = float(forward_kl(tiny_model, reference, batch, positions))
     assert value > 0
     assert value == pytest.approx(total / count, rel=1e-4)
 
