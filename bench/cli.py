@@ -139,25 +139,22 @@ def main(argv=None):
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("error: interrupted; results measured so far are kept", err=True)
         sys.exit(130)
-    except BenchError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except MemoryError:
-        click.echo("error: out of memory; try --lora, a smaller --batch-size or --limit", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        if debug:
-            raise
-        click.echo(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", err=True)
-        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if debug:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (UNLEARNBENCH_DEBUG=1 shows the traceback)", err=True)
-        sys.exit(1)
+        message, code = _one_line(exc)
+        click.echo(message, err=True)
+        sys.exit(code)
 
+
+def _one_line(exc: Exception) -> tuple[str, int]:
+    if isinstance(exc, BenchError):
+        return f"error: {exc}", exc.exit_code
+    if isinstance(exc, MemoryError):
+        return "error: out of memory; try --lora, a smaller --batch-size or --limit", 1
+    if isinstance(exc, OSError):
+        return f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1
+    return f"internal error: {type(exc).__name__}: {exc} (UNLEARNBENCH_DEBUG=1 shows the traceback)", 1
 
 if __name__ == "__main__":
     main()
