@@ -99,7 +99,6 @@ class Evaluator:
         self.task, self.data, self.template, self.judges = task, data, template, judges
         self.generator_name = generator_name
         self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed)
-        self.metrics = {}
 
     def generator(self, model):
         generator = registry.get("generator", self.generator_name)()
@@ -129,8 +128,8 @@ class Evaluator:
         return results, rows
 
 
-def original_cache_key(config: RunConfig, loaded, data, task) -> str:
-    blob = json.dumps([loaded.source, data.hashes, config.seed, config.template, task.prepare_hyper], sort_keys=True)
+def original_cache_key(config: RunConfig, loaded, data, task, template) -> str:
+    blob = json.dumps([loaded.source, data.hashes, config.seed, template.kind, task.prepare_hyper], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -146,7 +145,7 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
     info = {"kind": "base", "model": config.model, "check": f"{metric} on unlearned prompts >= {threshold:.0%}"}
     if config.original == "base" or not data.prepare_pairs:
         return loaded.model, info
-    cache_dir = models.cache_root() / "originals" / f"{task.name}-{original_cache_key(config, loaded, data, task)}"
+    cache_dir = models.cache_root() / "originals" / f"{task.name}-{original_cache_key(config, loaded, data, task, template)}"
     decision_file = cache_dir / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
     if config.original == "auto" and "base_rate" not in decision:
