@@ -1,0 +1,56 @@
+"""Judge loading paths, offline, on small local models in the real formats."""
+
+import pytest
+import torch
+
+from unlearnbench.errors import BenchError
+from unlearnbench.metrics.judges import RewardModelJudge, utility_judge
+from unlearnbench.metrics.utility import Utility
+
+
+@pytest.fixture()
+def tiny_reward_model_dir(tmp_path, tokenizer):
+    """A randomly initialised one-label sequence classifier saved like a hub reward model."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    return tmp_path / "rm"
+
+
+def test_reward_model_judge_scores_pairs(tiny_reward_model_dir):
+    judge = RewardModelJudge(str(tiny_reward_model_dir), batch_size=2)
+    questions = ["Is water wet?", "Do fish swim?", "Why is the sky blue?"]
+    answers = ["Yes.", "Fish swim in water.", "Because of Rayleigh scattering of sunlight."]
+    scores = judge.reward(questions, answers)
+    assert len(scores) == 3 and all(isinstance(s, float) for s in scores)
+    one_by_one = [judge.reward([q], [a])[0] for q, a in zip(questions, answers)]
+    assert scores == pytest.approx(one_by_one, abs=1e-4)  # padding does not change a pair's reward
+    result = Utility().compute(answers, [{"question": q, "correct_answers": ["x"]} for q in questions], judge)
+    assert result.value == pytest.approx(sum(scores) / 3, abs=1e-6)
+    assert result.judge_name == f"reward[{tiny_reward_model_dir}]"
+
+
+def test_a_classifier_with_several_labels_is_not_a_reward_model(tmp_path, tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=3, pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "clf")
+    tokenizer.save_pretrained(tmp_path / "clf")
+    with pytest.raises(BenchError, match="not a reward model"):
+        RewardModelJudge(str(tmp_path / "clf"))
+
+
+def test_unknown_utility_judge_is_a_clear_error():
+    with pytest.raises(BenchError, match="unknown utility judge 'rewardz'"):
+        utility_judge("rewardz", similarity=None)
+
+
+def test_missing_reward_model_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchError, match="could not load reward model"):
+        RewardModelJudge(str(tmp_path / "absent" / "model"))
