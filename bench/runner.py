@@ -98,7 +98,8 @@ class Evaluator:
 
         self.task, self.data, self.template, self.judges = task, data, template, judges
         self.generator_name = generator_name
-        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed)
+        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed,
+                                           add_special_tokens=template.adds_special_tokens)
 
     def generator(self, model):
         generator = registry.get("generator", self.generator_name)()
@@ -244,11 +245,11 @@ def run(config: RunConfig) -> Path:
             kind = record["original"]["kind"]
             judges["lm"] = LanguageModelJudge(judge_model, template, f"nll under the original ({kind} {config.model})")
             before, rows = evaluator.evaluate(generator, "original", counter=generation_counter.bind(phase))
+            record["generator"] = {**generator.describe(), "generation": evaluator.generation.to_dict()}
             del generator
         generations += rows
         record["metrics"] = {"original": _as_dicts(before)}
         record["judges"] = _judge_names(before)
-        record["generator"] = evaluator.generator_name
         save()
 
         with measure(compute, "train") as phase:

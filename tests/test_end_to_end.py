@@ -34,6 +34,7 @@ def test_cli_run_writes_a_complete_record(tmp_path, smol):
         assert set(metrics["metrics"][phase]) == {"unlearned", "unseen", "normal"}
         assert 0.0 <= metrics["metrics"][phase]["unlearned"]["hallucination_rate"]["value"] <= 1.0
     assert "MiniLM" in metrics["judges"]["hallucination_rate"]
+    assert metrics["generator"]["backend"] == "hf" and metrics["generator"]["generation"]["do_sample"] is False
     for phase in ("load", "eval_original", "train", "eval_unlearned"):
         compute = metrics["compute"][phase]
         assert compute["wall_seconds"] > 0 and compute["peak_rss_mb"] > 0

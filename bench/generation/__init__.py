@@ -19,6 +19,9 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    # Whether tokenizing a prompt adds the tokenizer's special tokens (BOS): False for chat-templated
+    # prompts, which already contain them; True for plain templates, matching training.
+    add_special_tokens: bool = False
 
     def __post_init__(self):
         if self.max_new_tokens < 1:

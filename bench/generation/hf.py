@@ -42,7 +42,7 @@ class HFGenerator(Generator):
     @torch.no_grad()
     def generate(self, prompts: list[str], config: GenerationConfig, desc: str = "generating") -> list[str]:
         tokenizer, model = self.tokenizer, self.model
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = [tokenizer(p, add_special_tokens=config.add_special_tokens)["input_ids"] for p in prompts]
         # Longest first, so batches hold similar lengths (little padding) and an
         # out-of-memory error shows up on the first batch rather than the last.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
