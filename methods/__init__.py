@@ -20,8 +20,8 @@ from unlearnbench.errors import BenchError
 class TrainConfig:
     # Defaults tuned for the embedded 135M model on 2 CPU cores (README "Defaults"); the paper's
     # own settings for paper-scale models are `--preset paper` (bench/presets.py).
-    steps: int = 40
-    lr: float = 1e-4
+    steps: int = 80
+    lr: float = 3e-5
     batch_size: int = 2
     normal_batch_size: int | None = None  # None: same as batch_size (the paper uses 2 and 2)
     weight_decay: float = 0.01
