@@ -254,7 +254,8 @@ def run(config: RunConfig) -> Path:
 
         with measure(compute, "train") as phase:
             try:
-                result = method.fit(original, loaded.tokenizer, data.train, template, train_log.append)
+                result = method.fit(original, loaded.tokenizer, data.train, template, train_log.append,
+                                    frozen_original=judge_model)
             finally:
                 save()
             phase.tokens = result.trained_tokens + result.reference_tokens

@@ -35,12 +35,14 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def make_reference(model, lora: bool, device, dtype=None):
+def make_reference(model, lora: bool, device, dtype=None, frozen=None):
     """The frozen original θo as a function batch -> logits.
 
     With LoRA the original is the same network with its adapters switched off, so no second
     copy of the weights is held; with full fine-tuning it is a frozen copy, stored in the
     autocast dtype when training runs under autocast (its matmuls run in that dtype anyway).
+    A caller that already holds such a copy (the runner's copy of the original for generation
+    and fluency) passes it as `frozen`, and no further copy is made.
     """
     if lora:
         @torch.no_grad()
@@ -49,7 +51,10 @@ def make_reference(model, lora: bool, device, dtype=None):
                 return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return reference
 
-    frozen = copy.deepcopy(model).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    wanted = dtype or next(model.parameters()).dtype
+    if frozen is None or next(frozen.parameters()).dtype != wanted or next(frozen.parameters()).device != device:
+        frozen = copy.deepcopy(model).to(device=device, dtype=dtype)
+    frozen = frozen.eval().requires_grad_(False)
 
     @torch.no_grad()
     def reference(batch):
@@ -68,8 +73,12 @@ def apply_lora(model, config):
     return get_peft_model(model, lora_config)
 
 
-def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None) -> TrainResult:
-    """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms."""
+def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None,
+          frozen_original=None) -> TrainResult:
+    """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms.
+
+    `frozen_original`: an existing frozen copy of `model` that may serve as the reference θo.
+    """
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -87,7 +96,8 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     if config.lora:
         model = apply_lora(model, config)
     amp_dtype = autocast_dtype(config.precision, accelerator.device)
-    reference = make_reference(model, config.lora, accelerator.device, amp_dtype) if method.needs_reference else None
+    reference = (make_reference(model, config.lora, accelerator.device, amp_dtype, frozen_original)
+                 if method.needs_reference else None)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)

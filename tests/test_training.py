@@ -69,3 +69,18 @@ def test_a_set_smaller_than_a_batch_is_refused(tokenizer, tiny_model):
 def test_impossible_settings_are_refused(bad):
     with pytest.raises(BenchError):
         Unlearn.Config.from_overrides(bad)
+
+
+def test_a_frozen_copy_in_the_autocast_dtype_serves_as_the_reference(tokenizer, tiny_model):
+    import copy
+
+    from unlearnbench.training import make_reference
+    from unlearnbench.batching import collate, encode
+
+    frozen = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    batch = collate([encode(Template(tokenizer, "chat"), "Q?", "A.", 64)], tokenizer.pad_token_id)
+    reused = make_reference(tiny_model, lora=False, device=torch.device("cpu"), dtype=torch.bfloat16, frozen=frozen)
+    assert torch.equal(reused(batch), frozen(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits)
+    # A copy in another dtype is not reused: the reference must match the precision training runs in.
+    fp32 = make_reference(tiny_model, lora=False, device=torch.device("cpu"), dtype=None, frozen=frozen)
+    assert fp32(batch).dtype == torch.float32
