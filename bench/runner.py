@@ -93,10 +93,10 @@ def make_run_dir(config: RunConfig) -> Path:
 class Evaluator:
     """Generates for every evaluation set and scores the outputs with the task's metrics."""
 
-    def __init__(self, task, data, template, judges: dict, generator_name: str, max_new_tokens: int, seed: int):
+    def __init__(self, data, template, judges: dict, generator_name: str, max_new_tokens: int, seed: int):
         from unlearnbench.generation import GenerationConfig
 
-        self.task, self.data, self.template, self.judges = task, data, template, judges
+        self.data, self.template, self.judges = data, template, judges
         self.generator_name = generator_name
         self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed,
                                            add_special_tokens=template.adds_special_tokens)
@@ -231,7 +231,7 @@ def run(config: RunConfig) -> Path:
             judges = {"similarity": similarity,
                       "utility": utility_judge(config.utility_judge, similarity, config.trust_remote_code)}
         record["config"]["resolved_template"] = template.kind
-        evaluator = Evaluator(task, data, template, judges, config.backend,
+        evaluator = Evaluator(data, template, judges, config.backend,
                               config.max_new_tokens or task.max_new_tokens, config.seed)
         generation_counter = GenerationCounter(loaded.num_parameters)
 
