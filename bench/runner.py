@@ -54,10 +54,8 @@ def resolve_config(config: RunConfig):
     if config.preset not in PRESETS:
         raise BenchError(registry.unknown_name_message("preset", config.preset, sorted(PRESETS)))
     preset = PRESETS[config.preset]
-    # Precedence: the method's dataclass defaults < the task's settings for this method under the
-    # default preset (tuned for the embedded model) < a named preset < the user's flags.
-    task_defaults = task.method_defaults.get(config.method, {}) if config.preset == "default" else {}
-    hyper = {**task_defaults, **preset.get("hyper", {}), **config.hyper, "seed": config.seed}
+    # Precedence: the method's dataclass defaults < a named preset < the user's flags.
+    hyper = {**preset.get("hyper", {}), **config.hyper, "seed": config.seed}
     method = method_cls(method_cls.Config.from_overrides(hyper))
     if config.limit is not None and config.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {config.limit}")

@@ -85,7 +85,7 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     config = method.config
     for name in method.uses:
         source = data.mismatch_pool if name == "mismatch" else getattr(data, name)
-        size = (config.normal_batch_size or config.batch_size) if name == "normal" else config.batch_size
+        size = config.batch_size_of(name)
         if name in ("forget", "normal") and len(source) < size:
             raise BenchError(f"the {name} set has {len(source)} items, fewer than one batch of {size}")
         if name == "mismatch" and len(source) < getattr(config, "mismatch_k", 0):
@@ -106,7 +106,7 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     sampler = StepSampler(
         data, template, config.batch_size, config.seed, method.uses,
         mismatch_k=getattr(config, "mismatch_k", 0), max_length=config.max_length, shuffle=config.shuffle,
-        normal_batch_size=config.normal_batch_size,
+        normal_batch_size=config.batch_size_of("normal"),
     )
     autocast = (
         torch.autocast(accelerator.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()

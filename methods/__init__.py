@@ -36,6 +36,10 @@ class TrainConfig:
     shuffle: bool = True
     seed: int = 0
 
+    def batch_size_of(self, name: str) -> int:
+        """Items drawn per step from the `forget` or `normal` set."""
+        return (self.normal_batch_size or self.batch_size) if name == "normal" else self.batch_size
+
     def validate(self) -> None:
         if self.steps < 1:
             raise BenchError(f"--steps must be at least 1, got {self.steps}")

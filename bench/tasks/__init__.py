@@ -50,8 +50,6 @@ class Task:
     # Prompts per evaluation set unless --limit says otherwise. The paper's rates are all
     # multiples of 0.5%, which suggests 200 prompts per set (paper.md §2.1).
     default_eval_limit: int | None = 200
-    # Per-method hyper-parameters for this task under the default preset, e.g. {"unlearn": {"lr": 1e-4}}.
-    method_defaults: dict = {}
     # (metric, threshold): the original must show at least this much of the behaviour to unlearn,
     # else `prepare_pairs` are fine-tuned into it first (see runner.choose_original).
     original_check: tuple[str, float] = ("", 0.0)
