@@ -125,47 +125,82 @@ class StepSampler:
 
     The mismatch batch pairs every forget question with `mismatch_k` answers drawn without
     replacement from the pool (paper Eqn. for L_rdn), from the sampler's own seeded RNG.
+
+    With several processes every process draws the same global batch (same seed) and keeps its
+    own slice, so N processes with batch b see what one process with batch N·b sees. The
+    position in the data is the number of steps drawn: `skip(n)` replays n draws without
+    tokenising anything, which is how a resumed run finds its place.
     """
+
+    ENCODED_CACHE_SIZE = 100_000  # bounded: a forget set may not fit in memory
 
     def __init__(self, data: TrainData, template: Template, batch_size: int, seed: int,
                  uses: tuple[str, ...], mismatch_k: int = 0, max_length: int = 256, shuffle: bool = True,
-                 normal_batch_size: int | None = None):
+                 normal_batch_size: int | None = None, process_index: int = 0, num_processes: int = 1):
         self.data, self.template, self.batch_size = data, template, batch_size
         self.uses, self.mismatch_k, self.max_length, self.shuffle = uses, mismatch_k, max_length, shuffle
+        self.process_index, self.num_processes = process_index, num_processes
         self.rng = random.Random(seed)
         sizes = {"forget": batch_size, "normal": normal_batch_size or batch_size}
-        self._streams = {name: self._cycle(getattr(data, name), sizes[name]) for name in sizes if name in uses}
+        self._sizes = sizes
+        self._streams = {name: self._cycle(getattr(data, name), sizes[name] * num_processes)
+                         for name in sizes if name in uses}
         self._cache: dict[tuple[str, str], tuple[list[int], int]] = {}
 
-    def _cycle(self, pairs: list[Pair], size: int) -> Iterator[list[Pair]]:
+    def _cycle(self, pairs, size: int) -> Iterator[list[int]]:
+        if len(pairs) < size:
+            raise ValueError(f"{len(pairs)} items cannot fill a global batch of {size}")
         while True:
             order = list(range(len(pairs)))
             if self.shuffle:
                 self.rng.shuffle(order)
             for i in range(0, len(order) - size + 1, size):
-                yield [pairs[j] for j in order[i : i + size]]
+                yield order[i : i + size]
+
+    def _mine(self, indices: list[int], name: str) -> list[int]:
+        size = self._sizes[name]
+        return indices[self.process_index * size : (self.process_index + 1) * size]
+
+    def _draw(self) -> tuple[list[int] | None, list[int] | None, list[list[int]] | None]:
+        """This step's item indices: forget, normal, and per forget item its mismatch answers."""
+        forget = normal = mismatch = None
+        if "forget" in self.uses:
+            forget = next(self._streams["forget"])
+        if "normal" in self.uses:
+            normal = next(self._streams["normal"])
+        if "mismatch" in self.uses and self.mismatch_k > 0 and forget is not None:
+            pool_size = len(self.data.mismatch_pool)
+            mismatch = [self.rng.sample(range(pool_size), self.mismatch_k) for _ in forget]
+        return forget, normal, mismatch
+
+    def skip(self, steps: int) -> None:
+        for _ in range(steps):
+            self._draw()
 
     def _batch(self, pairs: list[Pair]) -> Batch:
         encoded = []
         for pair in pairs:
             key = (pair.question, pair.answer)
             if key not in self._cache:
+                if len(self._cache) >= self.ENCODED_CACHE_SIZE:
+                    self._cache.clear()
                 self._cache[key] = encode(self.template, pair.question, pair.answer, self.max_length)
             encoded.append(self._cache[key])
         return collate(encoded, self.template.tokenizer.pad_token_id)
 
     def __next__(self) -> Step:
+        forget, normal, mismatch = self._draw()
         step = Step()
-        forget = next(self._streams["forget"]) if "forget" in self.uses else None
         if forget is not None:
-            step.forget = self._batch(forget)
-        if "normal" in self.uses:
-            step.normal = self._batch(next(self._streams["normal"]))
-        if "mismatch" in self.uses and self.mismatch_k > 0:
-            pool = self.data.mismatch_pool
-            step.mismatch = self._batch(
-                [Pair(p.question, answer) for p in forget for answer in self.rng.sample(pool, self.mismatch_k)]
-            )
+            mine = self._mine(list(range(len(forget))), "forget")
+            forget_pairs = [self.data.forget[forget[i]] for i in mine]
+            step.forget = self._batch(forget_pairs)
+            if mismatch is not None:
+                pool = self.data.mismatch_pool
+                step.mismatch = self._batch([Pair(pair.question, pool[j])
+                                             for pair, i in zip(forget_pairs, mine) for j in mismatch[i]])
+        if normal is not None:
+            step.normal = self._batch([self.data.normal[j] for j in self._mine(normal, "normal")])
         return step
 
     def __iter__(self):

@@ -27,6 +27,37 @@ def _parse_set(values: tuple[str, ...]) -> dict:
     return overrides
 
 
+def _load_config_file(ctx, param, value):
+    """--config FILE.yaml: run options as a YAML mapping; flags on the command line win.
+
+    Read with yaml.safe_load, so a file cannot construct Python objects.
+    """
+    if not value:
+        return value
+    import yaml
+
+    from unlearnbench.registry import unknown_name_message
+
+    try:
+        with open(value, encoding="utf-8") as handle:
+            options = yaml.safe_load(handle)
+    except OSError as exc:
+        raise BenchError(f"--config: cannot read '{value}': {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise BenchError(f"--config: '{value}' is not valid (safe) YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(options, dict):
+        raise BenchError(f"--config: '{value}' should be a mapping of option: value")
+    names = {p.name for p in ctx.command.params if p.name not in ("config", "resume")}
+    defaults = {}
+    for key, option_value in options.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise BenchError(f"--config: {unknown_name_message('option', str(key), sorted(names))}")
+        defaults[name] = option_value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="unlearnbench")
 def cli():
@@ -59,11 +90,29 @@ def cli():
               help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
 @click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
 @click.option("--trust-remote-code", is_flag=True, help="allow models/tokenizers that run their own code")
-def run(method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
-        run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code):
+@click.option("--checkpoint-every", type=int, default=50, show_default=True,
+              help="save the training state every N steps (0: only at the end) so that --resume can continue")
+@click.option("--keep-checkpoint", is_flag=True, help="keep the final training state after the run completes")
+@click.option("--resume", "resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="continue an interrupted or failed run from its folder, with its recorded options")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config_file, help="YAML file of run options (safe_load); flags override it")
+@click.pass_context
+def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
+        run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
+        checkpoint_every, keep_checkpoint, resume):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
+    from click.core import ParameterSource
+
     from unlearnbench.runner import RunConfig
 
+    if resume:
+        given = [f"--{name.replace('_', '-')}" for name in ctx.params if name != "resume"
+                 and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        if given:
+            raise BenchError(f"--resume continues the run with its recorded options; drop {', '.join(given)}")
+        _run_and_report(None, resume=resume)
+        return
     hyper = _parse_set(sets)
     for key, value in (("steps", steps), ("lr", lr), ("batch_size", batch_size), ("lora", lora), ("precision", precision)):
         if value is not None:
@@ -71,18 +120,24 @@ def run(method, task, model, data, steps, lr, batch_size, lora, precision, sets,
     config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, preset=preset, hyper=hyper,
                        limit=limit, output_dir=output_dir, run_name=run_name, template=template, original=original,
                        backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
+                       keep_checkpoint=keep_checkpoint)
     _run_and_report(config)
 
 
-def _run_and_report(config):
+def _run_and_report(config, resume=None):
+    from accelerate import PartialState
+
     from unlearnbench.records import load_json
     from unlearnbench.runner import comparison_table, run as run_pipeline
 
     _quiet_libraries()
-    run_dir = run_pipeline(config)
+    run_dir = run_pipeline(config, resume=resume)
+    if not PartialState().is_main_process:
+        return
     metrics = load_json(run_dir / "metrics.json")
-    click.echo(f"\n{config.method} on {config.task} ({config.model}, original: {metrics['original']['kind']})")
+    saved = load_json(run_dir / "config.json")["config"]
+    click.echo(f"\n{saved['method']} on {saved['task']} ({saved['model']}, original: {metrics['original']['kind']})")
     click.echo(comparison_table(metrics, fmt="simple_outline"))
     for metric, judge in metrics.get("judges", {}).items():
         click.echo(f"  {metric}: judged by {judge}")

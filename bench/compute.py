@@ -96,12 +96,14 @@ def measure(phases: dict, name: str):
         sampler.stopped.set()
         sampler.join()
         record.peak_rss_mb = max(sampler.peak, sampler.process.memory_info().rss) / 2**20
-        phases[name] = record
+        # A resumed run measures a phase again: its compute adds to what the first attempt spent.
+        phases[name] = combine(phases[name], record) if name in phases else record
 
 
-def total(phases: dict) -> PhaseCompute:
+def combine(*parts: PhaseCompute) -> PhaseCompute:
+    """Times, tokens and FLOPs add up; memory peaks do not."""
     out = PhaseCompute()
-    for p in phases.values():
+    for p in parts:
         out.wall_seconds += p.wall_seconds
         out.cpu_seconds += p.cpu_seconds
         out.gpu_seconds += p.gpu_seconds
@@ -110,3 +112,14 @@ def total(phases: dict) -> PhaseCompute:
         out.peak_rss_mb = max(out.peak_rss_mb, p.peak_rss_mb)
         out.peak_cuda_mb = max(out.peak_cuda_mb, p.peak_cuda_mb)
     return out
+
+
+def total(phases: dict) -> PhaseCompute:
+    return combine(*phases.values())
+
+
+def from_dicts(recorded: dict) -> dict:
+    """PhaseCompute per phase from a run record's "compute" (its "total" is recomputed, not read)."""
+    known = set(PhaseCompute.__dataclass_fields__)
+    return {name: PhaseCompute(**{k: v for k, v in values.items() if k in known})
+            for name, values in recorded.items() if name != "total" and isinstance(values, dict)}

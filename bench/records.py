@@ -53,10 +53,33 @@ def load_json(path: Path, required: tuple[str, ...] = ()) -> dict:
         raise BenchError(f"{path} does not exist") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path} is corrupted or half-written: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BenchError(f"{path} is not a run record: expected a JSON object")
     missing = [k for k in required if k not in payload]
     if missing:
         raise BenchError(f"{path} is not a complete record: missing {', '.join(missing)}")
     return payload
+
+
+def read_jsonl_records(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a JSONL record this suite wrote; a half-written or corrupted file is named."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path} is corrupted: not UTF-8 text (byte {exc.start})") from exc
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"{path}:{number} is corrupted or half-written: {exc.msg}") from exc
+        if not isinstance(row, dict) or any(k not in row for k in required):
+            raise BenchError(f"{path}:{number} is not a valid record (needs {', '.join(required)})")
+        rows.append(row)
+    return rows
 
 
 def safe_name(name: str) -> str:

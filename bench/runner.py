@@ -11,16 +11,17 @@ import copy
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unlearnbench import models, registry
-from unlearnbench.compute import forward_flops, measure, total, training_flops
+from unlearnbench.compute import forward_flops, from_dicts, measure, total, training_flops
 from unlearnbench.errors import BenchError, TrainingDiverged
 from unlearnbench.presets import PRESETS
 from unlearnbench.progress import say
-from unlearnbench.records import environment, safe_name, write_json, write_jsonl
+from unlearnbench.records import environment, load_json, safe_name, write_json, write_jsonl
 
 FORGET_SPLITS = ("unlearned", "unseen")
 
@@ -44,6 +45,8 @@ class RunConfig:
     utility_judge: str = "similarity"
     max_new_tokens: int | None = None
     trust_remote_code: bool = False
+    checkpoint_every: int = 50  # training steps between checkpoints (0: only the final one)
+    keep_checkpoint: bool = False  # keep the final training state once the run completes
 
 
 def resolve_config(config: RunConfig):
@@ -59,6 +62,8 @@ def resolve_config(config: RunConfig):
     method = method_cls(method_cls.Config.from_overrides(hyper))
     if config.limit is not None and config.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {config.limit}")
+    if config.checkpoint_every < 0:
+        raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
     if config.original not in ("auto", "base", "prepared"):
         raise BenchError(f"--original must be auto, base or prepared, got {config.original!r}")
     if config.template == "auto" and "template" in preset:
@@ -76,10 +81,14 @@ def make_run_dir(config: RunConfig) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         run_dir = root / safe_name(name)
         suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = root / f"{safe_name(name)}-{suffix}"
-        run_dir.mkdir()
+        # mkdir is the claim: two runs started at once with the same name get different folders.
+        while True:
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                suffix += 1
+                run_dir = root / f"{safe_name(name)}-{suffix}"
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -104,10 +113,34 @@ class Evaluator:
         generator.load_weights(model, self.template.tokenizer)
         return generator
 
-    def evaluate(self, generator, phase: str, splits=None, only=None, counter=None) -> tuple[dict, list[dict]]:
+    def check_prompt_lengths(self, tokenizer, context: int | None) -> None:
+        """Refuse prompts that cannot fit the model's context with room for the answer.
+
+        Refused rather than truncated: a truncated question is a different question, and the
+        scores of the other prompts would silently mix with answers to it.
+        """
+        if not context:
+            return
+        room = context - self.generation.max_new_tokens
+        for split, eval_set in self.data.eval_sets.items():
+            for i, question in enumerate(eval_set.questions):
+                length = len(tokenizer(self.template.prompt(question),
+                                       add_special_tokens=self.generation.add_special_tokens)["input_ids"])
+                if length > room:
+                    raise BenchError(f"prompt {i} of the '{split}' set is {length} tokens; the model's context of "
+                                     f"{context} leaves room for {room} with {self.generation.max_new_tokens} new "
+                                     "tokens: shorten it or lower --max-new-tokens")
+
+    def evaluate(self, generator, phase: str, splits=None, only=None, counter=None, done=(),
+                 on_split=None) -> tuple[dict, list[dict]]:
+        """Generate and score each set; `done` names sets already recorded, which are skipped.
+
+        `on_split(split, scores, rows)` receives each set's results as soon as it is scored, so a
+        crash or an interruption loses at most the set in progress.
+        """
         results, rows = {}, []
         for split, eval_set in self.data.eval_sets.items():
-            if splits and split not in splits:
+            if (splits and split not in splits) or split in done:
                 continue
             prompts = [self.template.prompt(q) for q in eval_set.questions]
             outputs = generator.generate(prompts, self.generation, desc=f"{phase}: generating {split}")
@@ -121,9 +154,12 @@ class Evaluator:
                 judge = self.judges.get(metric.judge_kind) if metric.judge_kind else None
                 scores[metric_name] = metric.compute(outputs, eval_set.refs, judge)
             results[split] = scores
-            for i, (ref, output) in enumerate(zip(eval_set.refs, outputs)):
-                rows.append({"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
-                             **{m: s.per_item[i] for m, s in scores.items()}})
+            split_rows = [{"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
+                           **{m: s.per_item[i] for m, s in scores.items()}}
+                          for i, (ref, output) in enumerate(zip(eval_set.refs, outputs))]
+            rows += split_rows
+            if on_split is not None:
+                on_split(split, scores, split_rows)
         return results, rows
 
 
@@ -184,27 +220,70 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
     return result.model, info
 
 
-def run(config: RunConfig) -> Path:
+def load_resume(run_dir) -> tuple[RunConfig, dict, list[dict], list[dict]]:
+    """The config, record, train log and generations of an unfinished run, validated."""
+    from unlearnbench.records import read_jsonl_records
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"--resume: '{run_dir}' is not a run folder")
+    saved = load_json(run_dir / "config.json", required=("run_id", "config"))
+    record = load_json(run_dir / "metrics.json", required=("run_id", "status"))
+    if record["status"] == "completed":
+        raise BenchError(f"run '{run_dir}' already completed; nothing to resume")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig(**{k: v for k, v in saved["config"].items() if k in known})
+    config = dataclasses.replace(config, output_dir=str(run_dir.parent), run_name=run_dir.name)
+    record["config"], record["environment"] = saved["config"], saved.get("environment")
+    train_log = read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))
+    generations = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index"))
+    return config, record, train_log, generations
+
+
+def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Path:
+    """Run the pipeline, or with `resume` continue an unfinished run in its own folder.
+
+    Resuming reloads the recorded config, skips every evaluation set already recorded, and
+    continues training from the last checkpoint (the train log is cut back to that step, so the
+    final curve is the one an uninterrupted run writes).
+    """
     import torch
+    from accelerate import PartialState
 
     from unlearnbench.batching import Template
     from unlearnbench.metrics.judges import LanguageModelJudge, similarity_judge, utility_judge
+    from unlearnbench.training import Checkpointing
 
+    previous = None
+    if resume is not None:
+        config, previous, train_log, generations = load_resume(resume)
     config, task, method = resolve_config(config)
-    run_dir = make_run_dir(config)
+    # Under `accelerate launch` every process trains; only the main one evaluates and writes.
+    state = PartialState()
+    main = state.is_main_process
+    run_dir = Path(resume) if resume is not None else _shared_run_dir(config, state)
     started = time.time()
     compute: dict = {}
-    train_log: list[dict] = []
-    generations: list[dict] = []
-    record: dict = {
-        "run_id": run_dir.name,
-        "status": "running",
-        "config": {**dataclasses.asdict(config), "method_hyper": dataclasses.asdict(method.config)},
-        "environment": environment(),
-        "files": {"generations": "generations.jsonl", "train_log": "train_log.jsonl", "metrics": "metrics.json"},
-    }
+    if previous is None:
+        train_log, generations = [], []
+        record: dict = {
+            "run_id": run_dir.name,
+            "status": "running",
+            "config": {**dataclasses.asdict(config), "method_hyper": dataclasses.asdict(method.config)},
+            "environment": environment(),
+            "files": {"generations": "generations.jsonl", "train_log": "train_log.jsonl", "metrics": "metrics.json"},
+        }
+    else:
+        record = previous
+        record["status"] = "running"
+        record.pop("error", None)
+        record.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        started -= record.get("elapsed_seconds", 0)
+        compute.update(from_dicts(record.get("compute", {})))
 
     def save():
+        if not main:
+            return
         record["compute"] = {name: c.to_dict() for name, c in compute.items()}
         record["compute"]["total"] = total(compute).to_dict()
         record["elapsed_seconds"] = round(time.time() - started, 2)
@@ -215,12 +294,30 @@ def run(config: RunConfig) -> Path:
         write_jsonl(run_dir / "generations.jsonl", generations)
         write_run_readme(run_dir, record)
 
+    def recorded_splits(phase: str) -> set[str]:
+        """Sets of `phase` with both metrics and every generation on disk."""
+        counts = record.get("evaluated", {}).get(phase, {})
+        return {split for split, count in counts.items() if split in record.get("metrics", {}).get(phase, {})
+                and sum(1 for r in generations if r["phase"] == phase and r["split"] == split) == count}
+
+    def keep_split(phase: str):
+        def on_split(split, scores, rows):
+            record.setdefault("metrics", {}).setdefault(phase, {})[split] = _as_dicts({split: scores})[split]
+            record.setdefault("evaluated", {}).setdefault(phase, {})[split] = len(rows)
+            generations[:] = [r for r in generations if not (r["phase"] == phase and r["split"] == split)] + rows
+            record["judges"] = {**record.get("judges", {}), **_judge_names({split: scores})}
+            save()
+        return on_split
+
     save()
-    say(f"run {run_dir}")
+    say(f"run {run_dir}" + (" (resumed)" if previous else ""))
     try:
         torch.manual_seed(config.seed)
         with measure(compute, "data"):
             data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
+        if previous and previous.get("data") and previous["data"].get("hashes") != data.hashes:
+            raise BenchError(f"the data of {config.task}/{config.data} changed since this run started; "
+                             "start a new run instead of resuming")
         record["data"] = {"source": config.data, "hashes": data.hashes, "counts": data.counts, "seed": config.seed}
         with measure(compute, "load"):
             loaded = models.load(config.model, trust_remote_code=config.trust_remote_code)
@@ -231,9 +328,14 @@ def run(config: RunConfig) -> Path:
         record["config"]["resolved_template"] = template.kind
         evaluator = Evaluator(data, template, judges, config.backend,
                               config.max_new_tokens or task.max_new_tokens, config.seed)
+        evaluator.check_prompt_lengths(loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None))
         generation_counter = GenerationCounter(loaded.num_parameters)
 
-        original, record["original"] = choose_original(config, task, data, loaded, template, evaluator, compute)
+        if main:
+            original, record["original"] = choose_original(config, task, data, loaded, template, evaluator, compute)
+        state.wait_for_everyone()
+        if not main:  # the main process has prepared (and cached) the original if one was needed
+            original, record["original"] = choose_original(config, task, data, loaded, template, evaluator, {})
         save()
 
         with measure(compute, "eval_original") as phase:
@@ -242,33 +344,50 @@ def run(config: RunConfig) -> Path:
             judge_model = generator.model if generator.model is not original else copy.deepcopy(original)
             kind = record["original"]["kind"]
             judges["lm"] = LanguageModelJudge(judge_model, template, f"nll under the original ({kind} {config.model})")
-            before, rows = evaluator.evaluate(generator, "original", counter=generation_counter.bind(phase))
-            record["generator"] = {**generator.describe(), "generation": evaluator.generation.to_dict()}
+            if main:
+                evaluator.evaluate(generator, "original", counter=generation_counter.bind(phase),
+                                   done=recorded_splits("original"), on_split=keep_split("original"))
+                record["generator"] = {**generator.describe(), "generation": evaluator.generation.to_dict()}
             del generator
-        generations += rows
-        record["metrics"] = {"original": _as_dicts(before)}
-        record["judges"] = _judge_names(before)
         save()
 
+        checkpoint_dir = run_dir / "checkpoint"
+        checkpointing = Checkpointing(checkpoint_dir, every=config.checkpoint_every, resume=previous is not None)
+        if previous is not None:
+            done = checkpointing.saved_step()
+            train_log[:] = [row for row in train_log if row["step"] <= done]
+            if done:
+                say(f"resuming training after step {done} from {checkpoint_dir}")
+
+        def on_checkpoint(step):
+            record["train"] = {**record.get("train", {}), "checkpoint_step": step}
+            save()
+        checkpointing.on_save = on_checkpoint
+        state.wait_for_everyone()
         with measure(compute, "train") as phase:
             try:
                 result = method.fit(original, loaded.tokenizer, data.train, template, train_log.append,
-                                    frozen_original=judge_model)
+                                    frozen_original=judge_model, checkpointing=checkpointing)
             finally:
                 save()
             phase.tokens = result.trained_tokens + result.reference_tokens
             phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
                                          lora=method.config.lora)
-        record["train"] = {"steps": result.steps, "trainable_parameters": result.trainable_parameters}
+        record["train"] = {**record.get("train", {}), "steps": result.steps,
+                           "trainable_parameters": result.trainable_parameters}
         save()
 
-        with measure(compute, "eval_unlearned") as phase:
-            generator = evaluator.generator(result.model)
-            after, rows = evaluator.evaluate(generator, "unlearned", counter=generation_counter.bind(phase))
-            del generator
-        generations += rows
-        record["metrics"]["unlearned"] = _as_dicts(after)
-        record["status"] = "completed"
+        if main:
+            with measure(compute, "eval_unlearned") as phase:
+                generator = evaluator.generator(result.model)
+                evaluator.evaluate(generator, "unlearned", counter=generation_counter.bind(phase),
+                                   done=recorded_splits("unlearned"), on_split=keep_split("unlearned"))
+                del generator
+            record["status"] = "completed"
+            if not config.keep_checkpoint:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                record["train"].pop("checkpoint_step", None)
+        state.wait_for_everyone()
     except TrainingDiverged as exc:
         record["status"] = "diverged"
         record["error"] = str(exc)
@@ -281,8 +400,22 @@ def run(config: RunConfig) -> Path:
         record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        save()
+        try:
+            save()
+        except BenchError:
+            pass  # the disk refused the final save: the last complete record on disk stands
     return run_dir
+
+
+def _shared_run_dir(config: RunConfig, state) -> Path:
+    """The main process claims the folder; the others learn its name."""
+    if state.num_processes == 1:
+        return make_run_dir(config)
+    from accelerate.utils import broadcast_object_list
+
+    holder = [str(make_run_dir(config)) if state.is_main_process else None]
+    broadcast_object_list(holder)
+    return Path(holder[0])
 
 
 class GenerationCounter:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -18,6 +22,7 @@ from unlearnbench.batching import Step, StepSampler, Template, TrainData
 from unlearnbench.errors import BenchError, TrainingDiverged
 from unlearnbench.hardware import fast_low_precision
 from unlearnbench.progress import bar
+from unlearnbench.records import load_json, write_json
 
 
 @dataclass
@@ -27,6 +32,62 @@ class TrainResult:
     trained_tokens: int  # tokens through a forward and backward pass of the trained model
     reference_tokens: int  # tokens through the frozen reference's forward pass
     trainable_parameters: int
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often training saves everything a resume needs.
+
+    The state is accelerate's `save_state` (model or adapter weights as safetensors, optimizer,
+    scheduler, every process's RNG states; its loader uses torch.load(weights_only=True)) plus
+    `progress.json` with the step reached, which is also the data position: the sampler is
+    replayed to that step. `on_save(step)` lets the caller persist its own log at the same step.
+    """
+
+    directory: Path
+    every: int = 0  # 0: only at the end of training
+    resume: bool = False
+    on_save: Callable[[int], None] | None = None
+
+    @property
+    def progress_file(self) -> Path:
+        return Path(self.directory) / "progress.json"
+
+    def saved_step(self) -> int:
+        if not self.progress_file.is_file():
+            return 0
+        return int(load_json(self.progress_file, required=("step",))["step"])
+
+    def save(self, accelerator, step: int) -> None:
+        directory = Path(self.directory)
+        staging = directory.with_name(directory.name + ".partial")
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        try:
+            accelerator.save_state(str(staging))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_json(staging / "progress.json", {"step": step})
+                # Swap in the new checkpoint only once it is complete: a crash or a full disk
+                # mid-save leaves the previous checkpoint intact.
+                previous = directory.with_name(directory.name + ".old")
+                if directory.exists():
+                    directory.rename(previous)
+                staging.rename(directory)
+                shutil.rmtree(previous, ignore_errors=True)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BenchError(f"could not save the training checkpoint in {directory}: {exc.strerror or exc}") from exc
+        accelerator.wait_for_everyone()
+        if self.on_save is not None and accelerator.is_main_process:
+            self.on_save(step)
+
+    def load(self, accelerator) -> int:
+        step = self.saved_step()
+        if step:
+            accelerator.load_state(str(self.directory))
+        return step
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -74,10 +135,15 @@ def apply_lora(model, config):
 
 
 def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None,
-          frozen_original=None) -> TrainResult:
+          frozen_original=None, checkpointing: Checkpointing | None = None) -> TrainResult:
     """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms.
 
     `frozen_original`: an existing frozen copy of `model` that may serve as the reference θo.
+    `checkpointing`: save the training state every N steps and at the end; with `resume`, continue
+    from the saved step (the log then receives only the steps after it).
+
+    Under `accelerate launch` each process trains on its own slice of every step's batch, so
+    `batch_size` is per process and N processes see the batch of one process with N× the batch.
     """
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -91,7 +157,11 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         if name == "mismatch" and len(source) < getattr(config, "mismatch_k", 0):
             raise BenchError(f"the mismatch pool has {len(source)} answers, fewer than K={config.mismatch_k}")
 
-    accelerator = accelerator or Accelerator()
+    # The schedule counts optimizer steps; accelerate would otherwise step it once per process.
+    accelerator = accelerator or Accelerator(step_scheduler_with_optimizer=False)
+    # accelerate warns on every save that tied weights (embeddings = LM head) are stored once; they
+    # are re-tied on load, which the resume tests check.
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     torch.manual_seed(config.seed)
     if config.lora:
         model = apply_lora(model, config)
@@ -107,12 +177,21 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         data, template, config.batch_size, config.seed, method.uses,
         mismatch_k=getattr(config, "mismatch_k", 0), max_length=config.max_length, shuffle=config.shuffle,
         normal_batch_size=config.batch_size_of("normal"),
+        process_index=accelerator.process_index, num_processes=accelerator.num_processes,
     )
+    first_step = 1
+    if checkpointing is not None and checkpointing.resume:
+        done = checkpointing.load(accelerator)
+        if done > config.steps:
+            raise BenchError(f"the checkpoint is at step {done}, past the run's {config.steps} steps")
+        sampler.skip(done)
+        first_step = done + 1
     autocast = (
         torch.autocast(accelerator.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
     trained_tokens = reference_tokens = 0
-    progress = bar(range(1, config.steps + 1), desc=desc or f"training {method.name}", unit="step")
+    progress = bar(range(first_step, config.steps + 1), desc=desc or f"training {method.name}", unit="step",
+                   initial=first_step - 1, total=config.steps)
     for step_index in progress:
         started = time.perf_counter()
         step: Step = next(sampler).to(accelerator.device)
@@ -135,6 +214,14 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         row["seconds"] = round(time.perf_counter() - started, 4)
         log(row)
         progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+        if checkpointing is not None and (
+            step_index == config.steps or (checkpointing.every and step_index % checkpointing.every == 0)
+        ):
+            checkpointing.save(accelerator, step_index)
+
+    if accelerator.num_processes > 1:
+        counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")
+        trained_tokens, reference_tokens = (int(c) for c in counts.tolist())
 
     model = accelerator.unwrap_model(model)
     if config.lora:

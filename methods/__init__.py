@@ -75,8 +75,8 @@ class Method:
     def loss(self, model, step, reference) -> dict:
         raise NotImplementedError
 
-    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None):
+    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
         from unlearnbench.training import train
 
         return train(self, model, tokenizer, data, template, log, accelerator=accelerator,
-                     frozen_original=frozen_original)
+                     frozen_original=frozen_original, checkpointing=checkpointing)
