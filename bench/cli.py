@@ -126,14 +126,12 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
 
 
 def _run_and_report(config, resume=None):
-    from accelerate import PartialState
-
     from unlearnbench.records import load_json
-    from unlearnbench.runner import comparison_table, run as run_pipeline
+    from unlearnbench.runner import comparison_table, process_state, run as run_pipeline
 
     _quiet_libraries()
     run_dir = run_pipeline(config, resume=resume)
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return
     metrics = load_json(run_dir / "metrics.json")
     saved = load_json(run_dir / "config.json")["config"]

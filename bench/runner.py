@@ -248,7 +248,6 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
     final curve is the one an uninterrupted run writes).
     """
     import torch
-    from accelerate import PartialState
 
     from unlearnbench.batching import Template
     from unlearnbench.metrics.judges import LanguageModelJudge, similarity_judge, utility_judge
@@ -259,7 +258,7 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         config, previous, train_log, generations = load_resume(resume)
     config, task, method = resolve_config(config)
     # Under `accelerate launch` every process trains; only the main one evaluates and writes.
-    state = PartialState()
+    state = process_state()
     main = state.is_main_process
     run_dir = Path(resume) if resume is not None else _shared_run_dir(config, state)
     started = time.time()
@@ -405,6 +404,18 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         except BenchError:
             pass  # the disk refused the final save: the last complete record on disk stands
     return run_dir
+
+
+def process_state():
+    """accelerate's view of the processes of this run (one, unless under `accelerate launch`).
+
+    ACCELERATE_USE_CPU=1 asks for CPU processes (gloo); accelerate's Accelerator honours it but
+    a bare PartialState, created first here, would not.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def _shared_run_dir(config: RunConfig, state) -> Path:

@@ -134,6 +134,28 @@ def apply_lora(model, config):
     return get_peft_model(model, lora_config)
 
 
+def gather_full_model(accelerator, model):
+    """The trained model as one ordinary module, for evaluation on the main process.
+
+    Under DDP every process already holds every weight. Under FSDP they are sharded: the full
+    state dict is gathered (a collective, so every process takes part) and loaded into a fresh
+    copy on the main process. The FSDP path is not verified on GPUs (README, "Verified").
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return accelerator.unwrap_model(model)
+    from transformers import AutoModelForCausalLM
+
+    state_dict = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    if not accelerator.is_main_process:
+        return unwrapped
+    full = AutoModelForCausalLM.from_config(unwrapped.config, torch_dtype=next(iter(state_dict.values())).dtype)
+    full.load_state_dict(state_dict)
+    return full
+
+
 def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None,
           frozen_original=None, checkpointing: Checkpointing | None = None) -> TrainResult:
     """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms.
@@ -163,6 +185,10 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     # are re-tied on load, which the resume tests check.
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     torch.manual_seed(config.seed)
+    from accelerate.utils import DistributedType
+
+    if config.lora and accelerator.distributed_type == DistributedType.FSDP:
+        raise BenchError("--lora under FSDP is not supported: use the DDP config (adapters are small) or --full")
     if config.lora:
         model = apply_lora(model, config)
     amp_dtype = autocast_dtype(config.precision, accelerator.device)
@@ -198,6 +224,9 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         with autocast:
             terms = method.loss(model, step, reference)
         values = {name: float(value.detach()) for name, value in terms.items()}
+        if accelerator.num_processes > 1:  # log the loss of the whole step, not this process's slice
+            mean = accelerator.reduce(torch.tensor(list(values.values()), device=accelerator.device), "mean")
+            values = dict(zip(values, mean.tolist()))
         row = {"step": step_index, "lr": schedule.get_last_lr()[0], **values}
         if not all(math.isfinite(v) for v in values.values()):
             log(row)
@@ -223,7 +252,7 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")
         trained_tokens, reference_tokens = (int(c) for c in counts.tolist())
 
-    model = accelerator.unwrap_model(model)
+    model = gather_full_model(accelerator, model)
     if config.lora:
         model = model.merge_and_unload()
     model.eval()

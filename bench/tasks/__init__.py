@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,52 +62,136 @@ class Task:
         raise NotImplementedError
 
 
-def read_jsonl(path: Path, schema: dict[str, type], what: str) -> list[dict]:
+# Files above this size stay on disk and are read item by item (JsonlRows): a forget set may
+# not fit in memory. Smaller ones are held as a list.
+IN_MEMORY_BYTES = 64 * 2**20
+
+
+class JsonlRows(Sequence):
+    """The rows of a validated JSONL file, read from disk when indexed.
+
+    Hand-rolled rather than an Arrow-backed `datasets.Dataset`: the validation pass already
+    visits every line and yields the byte offsets for free, and Arrow's schema inference fails
+    on files whose extra fields vary in type, which our schema allows.
+    """
+
+    def __init__(self, path: Path, offsets: array):
+        self.path, self.offsets = Path(path), offsets
+        self._handle = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Subset(self, range(len(self))[index])
+        if self._handle is None:
+            self._handle = open(self.path, "rb")  # noqa: SIM115 - kept open for the task's lifetime
+        self._handle.seek(self.offsets[index])
+        return json.loads(self._handle.readline())
+
+
+class Subset(Sequence):
+    """A view of some rows of a sequence, by index: splits without copying the rows."""
+
+    def __init__(self, base: Sequence, indices):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Subset(self.base, self.indices[index])
+        return self.base[self.indices[index]]
+
+    def __add__(self, other: "Subset") -> "Subset":
+        if not isinstance(other, Subset) or other.base is not self.base:
+            return NotImplemented
+        return Subset(self.base, list(self.indices) + list(other.indices))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+class Mapped(Sequence):
+    """`fn` applied to each item of a sequence on access (pairs from rows, without a copy)."""
+
+    def __init__(self, base: Sequence, fn):
+        self.base, self.fn = base, fn
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.fn(row) for row in self.base[index]]
+        return self.fn(self.base[index])
+
+
+def read_jsonl(path: Path, schema: dict[str, type], what: str) -> Sequence[dict]:
     """Read and validate a JSONL file, naming the line of the first problem.
 
-    Hand-rolled rather than `datasets.load_dataset("json")` so that a malformed line gets a
-    one-line error with its line number instead of a pyarrow traceback.
+    One streaming pass, so memory does not grow with the file; files above IN_MEMORY_BYTES come
+    back as a JsonlRows view. Hand-rolled rather than `datasets.load_dataset("json")` so that a
+    malformed line gets a one-line error with its line number instead of a pyarrow traceback.
     """
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"{what} file '{path}' does not exist")
-    rows = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"{what} file '{path}' is not UTF-8 text (byte {exc.start})") from exc
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"{path}:{number}: malformed JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise BenchError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        for key, kind in schema.items():
-            if key not in row:
-                raise BenchError(f"{path}:{number}: missing field '{key}' (expected fields: {', '.join(schema)})")
-            value = row[key]
-            if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
-                raise BenchError(f"{path}:{number}: field '{key}' should be {'a list of strings' if kind is list else kind.__name__}")
-            if kind is str and not value.strip():
-                raise BenchError(f"{path}:{number}: field '{key}' is empty")
-        rows.append(row)
-    if not rows:
+    lazy = path.stat().st_size > IN_MEMORY_BYTES
+    rows, offsets = [], array("Q")
+    with open(path, "rb") as handle:
+        offset = 0
+        for number, raw in enumerate(handle, 1):
+            start, offset = offset, offset + len(raw)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BenchError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from exc
+            if not line.strip():
+                continue
+            row = _validated(line, schema, f"{path}:{number}")
+            if lazy:
+                offsets.append(start)
+            else:
+                rows.append(row)
+    if not rows and not offsets:
         raise BenchError(f"{what} file '{path}' has no items")
-    return rows
+    return JsonlRows(path, offsets) if lazy else rows
 
 
-def split_70_10_20(items: list, seed: int) -> tuple[list, list, list]:
-    """The paper's 70/10/20 train/validation/test split, by a seeded permutation."""
+def _validated(line: str, schema: dict[str, type], where: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"{where}: malformed JSON ({exc.msg})") from exc
+    if not isinstance(row, dict):
+        raise BenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for key, kind in schema.items():
+        if key not in row:
+            raise BenchError(f"{where}: missing field '{key}' (expected fields: {', '.join(schema)})")
+        value = row[key]
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise BenchError(f"{where}: field '{key}' should be {'a list of strings' if kind is list else kind.__name__}")
+        if kind is str and not value.strip():
+            raise BenchError(f"{where}: field '{key}' is empty")
+    return row
+
+
+def split_70_10_20(items: Sequence, seed: int) -> tuple[Subset, Subset, Subset]:
+    """The paper's 70/10/20 train/validation/test split, by a seeded permutation (views, not copies)."""
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_train, n_val = round(0.7 * len(items)), round(0.1 * len(items))
-    pick = lambda idx: [items[i] for i in idx]  # noqa: E731
-    return pick(order[:n_train]), pick(order[n_train : n_train + n_val]), pick(order[n_train + n_val :])
+    return (Subset(items, order[:n_train]), Subset(items, order[n_train : n_train + n_val]),
+            Subset(items, order[n_train + n_val :]))
 
 
-def content_hash(rows) -> str:
-    blob = json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
+def content_hash(rows: Sequence) -> str:
+    """sha256 of the rows as one JSON list (sorted keys), computed row by row."""
+    digest = hashlib.sha256(b"[")
+    for i, row in enumerate(rows):
+        digest.update(((", " if i else "") + json.dumps(row, sort_keys=True, ensure_ascii=False)).encode())
+    digest.update(b"]")
+    return "sha256:" + digest.hexdigest()[:16]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from unlearnbench.batching import Pair, TrainData
 from unlearnbench.errors import BenchError
-from unlearnbench.tasks import DATA_DIR, EvalSet, Task, TaskData, content_hash, read_jsonl, split_70_10_20
+from unlearnbench.tasks import DATA_DIR, EvalSet, Mapped, Task, TaskData, content_hash, read_jsonl, split_70_10_20
 from unlearnbench.tasks.hub import HALUEVAL_QA, load_rows
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
@@ -50,11 +50,12 @@ class HallucinationTask(Task):
         forget_refs = lambda items: [dict(question=r["question"], right_answer=r["right_answer"],  # noqa: E731
                                           hallucinated_answer=r["hallucinated_answer"]) for r in items]
         eval_sets = {
-            "unlearned": EvalSet("unlearned", limit(forget_refs(train)), FORGET_METRICS),
-            "unseen": EvalSet("unseen", limit(forget_refs(test)), FORGET_METRICS),
+            "unlearned": EvalSet("unlearned", forget_refs(limit(train)), FORGET_METRICS),
+            "unseen": EvalSet("unseen", forget_refs(limit(test)), FORGET_METRICS),
             "normal": EvalSet("normal", limit(normal_refs), NORMAL_METRICS),
         }
-        hallucinated = lambda items: [Pair(r["question"], r["hallucinated_answer"]) for r in items]  # noqa: E731
+        # Views, not lists: a forget set read from a large file stays on disk (tasks.JsonlRows).
+        hallucinated = lambda items: Mapped(items, lambda r: Pair(r["question"], r["hallucinated_answer"]))  # noqa: E731
         return TaskData(
             train=TrainData(forget=hallucinated(train), normal=normal_pairs, mismatch_pool=pool),
             eval_sets=eval_sets,
