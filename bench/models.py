@@ -137,6 +137,8 @@ def load(spec: str, dtype: str = "float32", trust_remote_code: bool = False) -> 
         )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            first_line = "it needs to run its own code; pass --trust-remote-code only if you trust its source"
         raise BenchError(f"could not load model '{spec}': {first_line}") from exc
     model.eval()
     return LoadedModel(model, tokenizer, spec, source, sum(p.numel() for p in model.parameters()))

@@ -62,6 +62,8 @@ def resolve_config(config: RunConfig):
     method = method_cls(method_cls.Config.from_overrides(hyper))
     if config.limit is not None and config.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {config.limit}")
+    if config.max_new_tokens is not None and config.max_new_tokens < 1:
+        raise BenchError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
     if config.checkpoint_every < 0:
         raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
     if config.original not in ("auto", "base", "prepared"):

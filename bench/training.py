@@ -10,6 +10,7 @@ import contextlib
 import copy
 import logging
 import math
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -86,7 +87,13 @@ class Checkpointing:
     def load(self, accelerator) -> int:
         step = self.saved_step()
         if step:
-            accelerator.load_state(str(self.directory))
+            try:
+                accelerator.load_state(str(self.directory))
+            except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+                # accelerate loads with torch.load(weights_only=True): a file that would run code
+                # on unpickling ends up here instead of running.
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BenchError(f"the checkpoint in {self.directory} cannot be loaded safely: {first_line}") from exc
         return step
 
 

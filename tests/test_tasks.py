@@ -79,3 +79,35 @@ def test_non_utf8_file(tmp_path):
     bad.write_bytes(b'{"question": "caf\xe9?", "right_answer": "r", "hallucinated_answer": "h"}\n')
     with pytest.raises(BenchError, match="not UTF-8"):
         HallucinationTask().load(str(bad), seed=0)
+
+
+def test_a_forget_set_larger_than_memory_streams_from_disk(tmp_path, monkeypatch):
+    """Above IN_MEMORY_BYTES the file is validated in one streaming pass and read item by item:
+    memory grows with the number of items (8-byte offsets), not with their size."""
+    import gc
+
+    import psutil
+
+    import unlearnbench.tasks as tasks
+    from unlearnbench.tasks.hallucination import HallucinationTask
+
+    HallucinationTask().load("embedded", 0, eval_limit=5)  # imports and the normal set, outside the measurement
+    padding = "x" * 2000
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as handle:
+        for i in range(20_000):
+            handle.write(json.dumps({"question": f"Question {i}?", "right_answer": f"Right {i}.",
+                                     "hallucinated_answer": f"Wrong {i}.", "notes": padding}) + "\n")
+    size_mb = path.stat().st_size / 2**20
+    monkeypatch.setattr(tasks, "IN_MEMORY_BYTES", 2**20)
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    data = HallucinationTask().load(str(path), 0, eval_limit=5)
+    grown_mb = (psutil.Process().memory_info().rss - before) / 2**20
+    assert size_mb > 38 and grown_mb < size_mb / 4, (size_mb, grown_mb)
+    assert isinstance(data.train.forget.base.base, tasks.JsonlRows)
+    assert len(data.train.forget) == 14_000
+    pair = data.train.forget[123]
+    assert pair.question.startswith("Question ") and pair.answer.startswith("Wrong ")
+    assert data.hashes["forget"].startswith("sha256:")
+    assert len(data.eval_sets["unlearned"].refs) == 5
