@@ -8,6 +8,7 @@ alone: with BPE tokenizers the space before the answer merges into the first ans
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -67,14 +68,44 @@ def encode(template: Template, question: str, answer: str, max_length: int, add_
     return ids, start
 
 
+# The official random-mismatch loss weights shifted positions from len(BatchEncoding) = 2 on
+# (paper.md §1.5 #1); labels mark targets, and shifted position j predicts token j + 1.
+OFFICIAL_MISMATCH_LABEL_START = 3
+
+
+def encode_official(template: Template, question: str, answer: str, max_length: int,
+                    mismatch: bool = False) -> tuple[list[int], int]:
+    """Token ids and label start as the official code builds them (paper.md §1.2, `faithful="code"`).
+
+    No EOS is appended (the official texts end with the answer). The label start is
+    len(tokenize(prompt)): the official start_locs = len(tokenize(prompt)) − 1 indexes the
+    shifted frame, whose position j predicts token j + 1. With BPE tokenizers the prompt's
+    trailing space is its own token when tokenised alone, so the first answer token is left out
+    (paper.md §1.5 #2). A mismatch sequence starts at OFFICIAL_MISMATCH_LABEL_START whatever its
+    prompt. The official code never truncates (§1.5 #9); `max_length` is kept so that one long
+    item cannot exhaust memory, and truncates as `encode` does.
+    """
+    tokenizer = template.tokenizer
+    prompt = template.prompt(question)
+    special = template.adds_special_tokens
+    ids = list(tokenizer(prompt + answer, add_special_tokens=special)["input_ids"])
+    start = len(tokenizer(prompt, add_special_tokens=special)["input_ids"])
+    if len(ids) > max_length:
+        overflow = min(len(ids) - max_length, start)
+        ids, start = ids[overflow:], start - overflow
+        ids = ids[:max_length]
+    return ids, OFFICIAL_MISMATCH_LABEL_START if mismatch else start
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor  # IGNORE everywhere except answer tokens
+    pad_id: int | None = None  # the official code finds padding by id, not by attention mask
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.pad_id)
 
     @property
     def answer_tokens(self) -> int:
@@ -94,7 +125,7 @@ def collate(encoded: list[tuple[list[int], int]], pad_id: int) -> Batch:
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
         labels[row, start : len(ids)] = torch.tensor(ids[start:])
-    return Batch(input_ids, attention, labels)
+    return Batch(input_ids, attention, labels, pad_id)
 
 
 @dataclass
@@ -126,6 +157,13 @@ class StepSampler:
     The mismatch batch pairs every forget question with `mismatch_k` answers drawn without
     replacement from the pool (paper Eqn. for L_rdn), from the sampler's own seeded RNG.
 
+    `faithful="code"` draws as the official loop does (paper.md §1.2, §1.4): the forget set in
+    file order, the normal set reshuffled each pass, both restarting together when the shorter
+    runs out (`zip` of two DataLoaders, so a long forget set is only ever seen up to the normal
+    set's length); a final partial batch is kept as a DataLoader keeps it (one process only:
+    with several, a partial global batch cannot be split evenly); one draw of K answers shared by
+    every forget item; and sequences built by `encode_official`.
+
     With several processes every process draws the same global batch (same seed) and keeps its
     own slice, so N processes with batch b see what one process with batch N·b sees. The
     position in the data is the number of steps drawn: `skip(n)` replays n draws without
@@ -136,16 +174,21 @@ class StepSampler:
 
     def __init__(self, data: TrainData, template: Template, batch_size: int, seed: int,
                  uses: tuple[str, ...], mismatch_k: int = 0, max_length: int = 256, shuffle: bool = True,
-                 normal_batch_size: int | None = None, process_index: int = 0, num_processes: int = 1):
+                 normal_batch_size: int | None = None, process_index: int = 0, num_processes: int = 1,
+                 faithful: str = "paper"):
         self.data, self.template, self.batch_size = data, template, batch_size
+        self.official = faithful == "code"
         self.uses, self.mismatch_k, self.max_length, self.shuffle = uses, mismatch_k, max_length, shuffle
         self.process_index, self.num_processes = process_index, num_processes
         self.rng = random.Random(seed)
         sizes = {"forget": batch_size, "normal": normal_batch_size or batch_size}
         self._sizes = sizes
-        self._streams = {name: self._cycle(getattr(data, name), sizes[name] * num_processes)
-                         for name in sizes if name in uses}
-        self._cache: dict[tuple[str, str], tuple[list[int], int]] = {}
+        global_sizes = {name: sizes[name] * num_processes for name in sizes if name in uses}
+        if self.official:
+            self._passes = self._official_passes(global_sizes)
+        else:
+            self._streams = {name: self._cycle(getattr(data, name), size) for name, size in global_sizes.items()}
+        self._cache: dict[tuple[bool, str, str], tuple[list[int], int]] = {}
 
     def _cycle(self, pairs, size: int) -> Iterator[list[int]]:
         if len(pairs) < size:
@@ -157,6 +200,22 @@ class StepSampler:
             for i in range(0, len(order) - size + 1, size):
                 yield order[i : i + size]
 
+    def _official_passes(self, sizes: dict[str, int]) -> Iterator[dict[str, list[int]]]:
+        sets = {name: getattr(self.data, name) for name in sizes}
+        for name, pairs in sets.items():
+            if len(pairs) < sizes[name]:
+                raise ValueError(f"{len(pairs)} items cannot fill a global batch of {sizes[name]}")
+        keep_partial = self.num_processes == 1
+        while True:
+            orders = {}
+            for name, pairs in sets.items():
+                orders[name] = list(range(len(pairs)))
+                if name != "forget" and self.shuffle:
+                    self.rng.shuffle(orders[name])
+            length = min((math.ceil if keep_partial else math.floor)(len(orders[name]) / sizes[name]) for name in sets)
+            for k in range(length):
+                yield {name: orders[name][k * sizes[name] : (k + 1) * sizes[name]] for name in sets}
+
     def _mine(self, indices: list[int], name: str) -> list[int]:
         size = self._sizes[name]
         return indices[self.process_index * size : (self.process_index + 1) * size]
@@ -164,27 +223,38 @@ class StepSampler:
     def _draw(self) -> tuple[list[int] | None, list[int] | None, list[list[int]] | None]:
         """This step's item indices: forget, normal, and per forget item its mismatch answers."""
         forget = normal = mismatch = None
-        if "forget" in self.uses:
-            forget = next(self._streams["forget"])
-        if "normal" in self.uses:
-            normal = next(self._streams["normal"])
+        if self.official:
+            drawn = next(self._passes)
+            forget, normal = drawn.get("forget"), drawn.get("normal")
+        else:
+            if "forget" in self.uses:
+                forget = next(self._streams["forget"])
+            if "normal" in self.uses:
+                normal = next(self._streams["normal"])
         if "mismatch" in self.uses and self.mismatch_k > 0 and forget is not None:
             pool_size = len(self.data.mismatch_pool)
-            mismatch = [self.rng.sample(range(pool_size), self.mismatch_k) for _ in forget]
+            if self.official:  # random.sample once per step, shared by the batch (paper.md §1.2 #2)
+                mismatch = [self.rng.sample(range(pool_size), self.mismatch_k)] * len(forget)
+            else:
+                mismatch = [self.rng.sample(range(pool_size), self.mismatch_k) for _ in forget]
         return forget, normal, mismatch
 
     def skip(self, steps: int) -> None:
         for _ in range(steps):
             self._draw()
 
-    def _batch(self, pairs: list[Pair]) -> Batch:
+    def _batch(self, pairs: list[Pair], mismatch: bool = False) -> Batch:
         encoded = []
         for pair in pairs:
-            key = (pair.question, pair.answer)
+            # The official code masks a mismatch sequence differently from the same pair as a forget item.
+            key = (mismatch and self.official, pair.question, pair.answer)
             if key not in self._cache:
                 if len(self._cache) >= self.ENCODED_CACHE_SIZE:
                     self._cache.clear()
-                self._cache[key] = encode(self.template, pair.question, pair.answer, self.max_length)
+                if self.official:
+                    self._cache[key] = encode_official(self.template, pair.question, pair.answer, self.max_length, mismatch)
+                else:
+                    self._cache[key] = encode(self.template, pair.question, pair.answer, self.max_length)
             encoded.append(self._cache[key])
         return collate(encoded, self.template.tokenizer.pad_token_id)
 
@@ -198,7 +268,7 @@ class StepSampler:
             if mismatch is not None:
                 pool = self.data.mismatch_pool
                 step.mismatch = self._batch([Pair(pair.question, pool[j])
-                                             for pair, i in zip(forget_pairs, mine) for j in mismatch[i]])
+                                             for pair, i in zip(forget_pairs, mine) for j in mismatch[i]], mismatch=True)
         if normal is not None:
             step.normal = self._batch([self.data.normal[j] for j in self._mine(normal, "normal")])
         return step

@@ -76,18 +76,27 @@ def cli():
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
               help="training autocast; auto = bf16 on CUDA cards that support it, else fp32")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any method hyper-parameter, e.g. --set mismatch_k=3")
-@click.option("--preset", default="default", show_default=True, help="default | paper")
+@click.option("--preset", default="default", show_default=True,
+              help="default | paper (the paper's settings per model and task) | faithful-code")
+@click.option("--faithful", type=click.Choice(["paper", "code"]), default=None,
+              help="code: the official code's exact loss, sampling and schedule semantics (bugs included)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, help="evaluate at most this many prompts per evaluation set")
 @click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--run-name", help="folder name under --output-dir (default: time-task-method-seed)")
-@click.option("--template", default="auto", show_default=True, help="auto | chat | paper ('### Question: ... ### Answer: ')")
+@click.option("--template", default="auto", show_default=True,
+              help="auto | chat | paper ('### Question: ... ### Answer: ') | plain (text continuation)")
 @click.option("--original", default="auto", show_default=True,
               help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
 @click.option("--backend", default="hf", show_default=True, help="generation backend")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
 @click.option("--utility-judge", default="similarity", show_default=True,
               help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
+@click.option("--harm-judge", default="embedded", show_default=True,
+              help="'embedded' (offline classifier) or a moderation model id, e.g. PKU-Alignment/beaver-dam-7b")
+@click.option("--similarity-judge", default="embedding", show_default=True,
+              help="similarity to the original's outputs: 'embedding' or a BLEURT-style checkpoint id")
+@click.option("--book", type=click.Path(dir_okay=False), help="copyright task: your own book as a UTF-8 text file")
 @click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
 @click.option("--trust-remote-code", is_flag=True, help="allow models/tokenizers that run their own code")
 @click.option("--checkpoint-every", type=int, default=50, show_default=True,
@@ -100,7 +109,7 @@ def cli():
 @click.pass_context
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
-        checkpoint_every, keep_checkpoint, resume):
+        checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -114,20 +123,26 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
         _run_and_report(None, resume=resume)
         return
     hyper = _parse_set(sets)
-    for key, value in (("steps", steps), ("lr", lr), ("batch_size", batch_size), ("lora", lora), ("precision", precision)):
+    if book:
+        if task != "copyright":
+            raise BenchError("--book is for --task copyright")
+        data = book
+    for key, value in (("steps", steps), ("lr", lr), ("batch_size", batch_size), ("lora", lora),
+                       ("precision", precision), ("faithful", faithful)):
         if value is not None:
             hyper[key] = value
     config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, preset=preset, hyper=hyper,
                        limit=limit, output_dir=output_dir, run_name=run_name, template=template, original=original,
                        backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
+                       harm_judge=harm_judge, similarity_judge=similarity_judge,
                        keep_checkpoint=keep_checkpoint)
     _run_and_report(config)
 
 
 def _run_and_report(config, resume=None):
     from unlearnbench.records import load_json
-    from unlearnbench.runner import comparison_table, process_state, run as run_pipeline
+    from unlearnbench.runner import comparison_table, paper_table, process_state, run as run_pipeline
 
     _quiet_libraries()
     run_dir = run_pipeline(config, resume=resume)
@@ -137,6 +152,10 @@ def _run_and_report(config, resume=None):
     saved = load_json(run_dir / "config.json")["config"]
     click.echo(f"\n{saved['method']} on {saved['task']} ({saved['model']}, original: {metrics['original']['kind']})")
     click.echo(comparison_table(metrics, fmt="simple_outline"))
+    table = paper_table({**metrics, "config": saved})
+    if table:
+        click.echo("\nLaid out as the paper's Table 3:")
+        click.echo(table)
     for metric, judge in metrics.get("judges", {}).items():
         click.echo(f"  {metric}: judged by {judge}")
     total = metrics["compute"]["total"]

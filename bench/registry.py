@@ -21,6 +21,8 @@ KINDS = ("task", "method", "metric", "generator", "model", "judge")
 _BUILTINS: dict[str, dict[str, str]] = {
     "task": {
         "hallucination": "unlearnbench.tasks.hallucination:HallucinationTask",
+        "harmful": "unlearnbench.tasks.harmful:HarmfulTask",
+        "copyright": "unlearnbench.tasks.copyright:CopyrightTask",
     },
     "method": {
         "unlearn": "unlearnbench.methods.unlearn:Unlearn",
@@ -32,6 +34,10 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "diversity": "unlearnbench.metrics.diversity:Diversity",
         "fluency": "unlearnbench.metrics.fluency:Fluency",
         "utility": "unlearnbench.metrics.utility:Utility",
+        "harmful_rate": "unlearnbench.metrics.harmful_rate:HarmfulRate",
+        "leak_bleu": "unlearnbench.metrics.leak_bleu:LeakBleu",
+        "leak_rate": "unlearnbench.metrics.leak_rate:LeakRate",
+        "similarity_to_original": "unlearnbench.metrics.similarity_to_original:SimilarityToOriginal",
     },
     "generator": {
         "hf": "unlearnbench.generation.hf:HFGenerator",
@@ -39,6 +45,9 @@ _BUILTINS: dict[str, dict[str, str]] = {
     "judge": {
         "minilm-bertscore": "unlearnbench.metrics.judges:TokenSimilarityJudge",
         "reward-model": "unlearnbench.metrics.judges:RewardModelJudge",
+        "embedded-harm-classifier": "unlearnbench.metrics.harm_classifier:EmbeddedHarmJudge",
+        "beaver-dam": "unlearnbench.metrics.beaver_dam:BeaverDamJudge",
+        "sentence-similarity": "unlearnbench.metrics.judges:SentenceSimilarityJudge",
     },
 }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from unlearnbench import models, registry
 from unlearnbench.compute import forward_flops, from_dicts, measure, total, training_flops
 from unlearnbench.errors import BenchError, TrainingDiverged
-from unlearnbench.presets import PRESETS
+from unlearnbench.presets import resolve_preset
 from unlearnbench.progress import say
 from unlearnbench.records import environment, load_json, safe_name, write_json, write_jsonl
 
@@ -43,6 +43,8 @@ class RunConfig:
     backend: str = "hf"
     encoder: str = "all-MiniLM-L6-v2"
     utility_judge: str = "similarity"
+    harm_judge: str = "embedded"  # or a moderation model id, e.g. PKU-Alignment/beaver-dam-7b
+    similarity_judge: str = "embedding"  # similarity to the original's outputs; or a BLEURT-style id
     max_new_tokens: int | None = None
     trust_remote_code: bool = False
     checkpoint_every: int = 50  # training steps between checkpoints (0: only the final one)
@@ -54,11 +56,9 @@ def resolve_config(config: RunConfig):
     task = registry.get("task", config.task)()
     method_cls = registry.get("method", config.method)
     registry.get("generator", config.backend)
-    if config.preset not in PRESETS:
-        raise BenchError(registry.unknown_name_message("preset", config.preset, sorted(PRESETS)))
-    preset = PRESETS[config.preset]
+    preset = resolve_preset(config.preset, config.model, config.task, config.method)
     # Precedence: the method's dataclass defaults < a named preset < the user's flags.
-    hyper = {**preset.get("hyper", {}), **config.hyper, "seed": config.seed}
+    hyper = {**preset["hyper"], **config.hyper, "seed": config.seed}
     method = method_cls(method_cls.Config.from_overrides(hyper))
     if config.limit is not None and config.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {config.limit}")
@@ -68,11 +68,13 @@ def resolve_config(config: RunConfig):
         raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
     if config.original not in ("auto", "base", "prepared"):
         raise BenchError(f"--original must be auto, base or prepared, got {config.original!r}")
-    if config.template == "auto" and "template" in preset:
-        config = dataclasses.replace(config, template=preset["template"])
-    if config.template not in ("auto", "chat", "paper"):
-        raise BenchError(f"--template must be auto, chat or paper, got {config.template!r}")
+    if config.template == "auto":
+        # A text-continuation task needs its own template whatever the preset's Q&A template says.
+        config = dataclasses.replace(config, template=task.template or preset["template"])
+    if config.template not in ("auto", "chat", "paper", "plain"):
+        raise BenchError(f"--template must be auto, chat, paper or plain, got {config.template!r}")
     models.check(config.model)
+    method.preset_notes = preset["notes"]
     return config, task, method
 
 
@@ -107,6 +109,8 @@ class Evaluator:
 
         self.data, self.template, self.judges = data, template, judges
         self.generator_name = generator_name
+        # The original model's outputs per set: what similarity_to_original compares against.
+        self.original_outputs: dict[str, list[str]] = {}
         self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed,
                                            add_special_tokens=template.adds_special_tokens)
 
@@ -148,13 +152,18 @@ class Evaluator:
             outputs = generator.generate(prompts, self.generation, desc=f"{phase}: generating {split}")
             if counter is not None:
                 counter(generator)
+            if phase == "original":
+                self.original_outputs[split] = outputs
             scores = {}
             for metric_name in eval_set.metrics:
                 if only and metric_name not in only:
                     continue
                 metric = registry.get("metric", metric_name)()
                 judge = self.judges.get(metric.judge_kind) if metric.judge_kind else None
-                scores[metric_name] = metric.compute(outputs, eval_set.refs, judge)
+                refs = eval_set.refs
+                if metric.judge_kind == "original_similarity":
+                    refs = [dict(r, original_output=o) for r, o in zip(refs, self.original_outputs[split])]
+                scores[metric_name] = metric.compute(outputs, refs, judge)
             results[split] = scores
             split_rows = [{"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
                            **{m: s.per_item[i] for m, s in scores.items()}}
@@ -252,7 +261,7 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
     import torch
 
     from unlearnbench.batching import Template
-    from unlearnbench.metrics.judges import LanguageModelJudge, similarity_judge, utility_judge
+    from unlearnbench.metrics.judges import LanguageModelJudge
     from unlearnbench.training import Checkpointing
 
     previous = None
@@ -270,7 +279,8 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         record: dict = {
             "run_id": run_dir.name,
             "status": "running",
-            "config": {**dataclasses.asdict(config), "method_hyper": dataclasses.asdict(method.config)},
+            "config": {**dataclasses.asdict(config), "method_hyper": dataclasses.asdict(method.config),
+                       "preset_notes": method.preset_notes},
             "environment": environment(),
             "files": {"generations": "generations.jsonl", "train_log": "train_log.jsonl", "metrics": "metrics.json"},
         }
@@ -323,9 +333,10 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         with measure(compute, "load"):
             loaded = models.load(config.model, trust_remote_code=config.trust_remote_code)
             template = Template(loaded.tokenizer, config.template)
-            similarity = similarity_judge(config.encoder)
-            judges = {"similarity": similarity,
-                      "utility": utility_judge(config.utility_judge, similarity, config.trust_remote_code)}
+            judges = make_judges(config, data)
+        if hasattr(judges.get("harm"), "accuracy"):
+            record["harm_judge"] = {"held_out_accuracy": judges["harm"].accuracy,
+                                    "held_out_items": judges["harm"].held_out_size}
         record["config"]["resolved_template"] = template.kind
         evaluator = Evaluator(data, template, judges, config.backend,
                               config.max_new_tokens or task.max_new_tokens, config.seed)
@@ -345,6 +356,10 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
             judge_model = generator.model if generator.model is not original else copy.deepcopy(original)
             kind = record["original"]["kind"]
             judges["lm"] = LanguageModelJudge(judge_model, template, f"nll under the original ({kind} {config.model})")
+            for split in recorded_splits("original"):  # resumed: what similarity_to_original compares with
+                rows = sorted((r for r in generations if r["phase"] == "original" and r["split"] == split),
+                              key=lambda r: r["index"])
+                evaluator.original_outputs[split] = [r["output"] for r in rows]
             if main:
                 evaluator.evaluate(generator, "original", counter=generation_counter.bind(phase),
                                    done=recorded_splits("original"), on_split=keep_split("original"))
@@ -406,6 +421,23 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         except BenchError:
             pass  # the disk refused the final save: the last complete record on disk stands
     return run_dir
+
+
+def make_judges(config: RunConfig, data) -> dict:
+    """The judges the task's metrics consult, by kind; only those some metric needs are loaded."""
+    from unlearnbench.metrics.judges import harm_judge, original_similarity_judge, similarity_judge, utility_judge
+
+    kinds = {registry.get("metric", name).judge_kind for s in data.eval_sets.values() for name in s.metrics}
+    similarity = similarity_judge(config.encoder)
+    judges = {"similarity": similarity}
+    if "utility" in kinds:
+        judges["utility"] = utility_judge(config.utility_judge, similarity, config.trust_remote_code)
+    if "harm" in kinds:
+        judges["harm"] = harm_judge(config.harm_judge, similarity, config.trust_remote_code)
+    if "original_similarity" in kinds:
+        judges["original_similarity"] = original_similarity_judge(config.similarity_judge, similarity,
+                                                                  config.trust_remote_code)
+    return judges
 
 
 def process_state():
@@ -479,6 +511,39 @@ def comparison_table(record: dict, fmt: str = "github") -> str:
                     tablefmt=fmt, disable_numparse=True)
 
 
+FORGET_RATES = {"harmful_rate": "harm %", "leak_rate": "leak %", "hallucination_rate": "halluc. %"}
+
+
+def paper_table(record: dict, fmt: str = "github") -> str:
+    """The paper's Table 3 layout: one row per model (original, unlearned), the task's rate on
+    unlearned and unseen prompts, diversity and fluency on unlearned prompts, utility and
+    similarity to the original on normal prompts."""
+    from tabulate import tabulate
+
+    metrics = record.get("metrics", {})
+    rate = next((m for m in FORGET_RATES if m in metrics.get("original", {}).get("unlearned", {})), None)
+    if rate is None:
+        return ""
+    columns = [(f"{FORGET_RATES[rate]} unlearned ↓", "unlearned", rate, 100), (f"{FORGET_RATES[rate]} unseen ↓", "unseen", rate, 100),
+               ("diversity ↑", "unlearned", "diversity", 1), ("fluency ↓", "unlearned", "fluency", 1),
+               ("utility ↑ (normal)", "normal", "utility", 1), ("similarity ↑ (normal)", "normal", "similarity_to_original", 1)]
+    if "leak_bleu" in metrics.get("original", {}).get("unlearned", {}):
+        columns.insert(2, ("leak BLEU unlearned ↓", "unlearned", "leak_bleu", 1))
+    columns = [c for c in columns if c[2] in metrics.get("original", {}).get(c[1], {})]
+    rows = []
+    for phase, label in (("original", f"original ({record.get('original', {}).get('kind', '?')})"),
+                         ("unlearned", record.get("config", {}).get("method", "unlearned"))):
+        if phase not in metrics:
+            continue
+        row = [label]
+        for _, split, name, scale in columns:
+            value = metrics[phase].get(split, {}).get(name, {}).get("value", "missing")
+            row.append("-" if value == "missing" else "NM" if value is None else
+                       f"{value * scale:.1f}" if scale == 100 else f"{value:.3f}")
+        rows.append(row)
+    return tabulate(rows, headers=["model", *[c[0] for c in columns]], tablefmt=fmt, disable_numparse=True)
+
+
 def write_run_readme(run_dir: Path, record: dict) -> None:
     from unlearnbench.records import atomic_write_text
 
@@ -495,7 +560,9 @@ def write_run_readme(run_dir: Path, record: dict) -> None:
     if record.get("original"):
         lines += [f"Original model: {record['original'].get('kind')} ({json.dumps(record['original'])})", ""]
     if record.get("metrics"):
-        lines += [comparison_table(record), ""]
+        table = paper_table(record)
+        lines += ["Laid out as the paper's Table 3:", "", table, ""] if table else []
+        lines += ["Every metric on every set:", "", comparison_table(record), ""]
     if record.get("judges"):
         lines += ["Judges:", *[f"- {m}: {j}" for m, j in record["judges"].items()], ""]
     lines += [

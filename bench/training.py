@@ -163,6 +163,14 @@ def gather_full_model(accelerator, model):
     return full
 
 
+def make_schedule(optimizer, config):
+    """Linear decay with warmup, reaching lr 0 at `schedule_steps` (default: the run's `steps`)
+    and staying there, as the official code's schedule does past its step 1000 (paper.md §1.4)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, config.warmup_steps, config.schedule_steps or config.steps)
+
+
 def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None,
           frozen_original=None, checkpointing: Checkpointing | None = None) -> TrainResult:
     """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms.
@@ -175,7 +183,6 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     `batch_size` is per process and N processes see the batch of one process with N× the batch.
     """
     from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
 
     config = method.config
     for name in method.uses:
@@ -204,13 +211,14 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
+    schedule = make_schedule(optimizer, config)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     sampler = StepSampler(
         data, template, config.batch_size, config.seed, method.uses,
         mismatch_k=getattr(config, "mismatch_k", 0), max_length=config.max_length, shuffle=config.shuffle,
         normal_batch_size=config.batch_size_of("normal"),
         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+        faithful=getattr(config, "faithful", "paper"),
     )
     first_step = 1
     if checkpointing is not None and checkpointing.resume:
@@ -249,7 +257,7 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
             reference_tokens += step.normal.tokens
         row["seconds"] = round(time.perf_counter() - started, 4)
         log(row)
-        progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+        progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
         if checkpointing is not None and (
             step_index == config.steps or (checkpointing.every and step_index % checkpointing.every == 0)
         ):

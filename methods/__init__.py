@@ -26,6 +26,9 @@ class TrainConfig:
     normal_batch_size: int | None = None  # None: same as batch_size (the paper uses 2 and 2)
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    # The linear schedule reaches lr 0 at this step; None: at `steps`. The official code decays
+    # to 0 at step 1000 however long it runs (paper.md §1.4), which `faithful="code"` mirrors.
+    schedule_steps: int | None = None
     max_grad_norm: float = 1.0
     max_length: int = 256
     lora: bool = False
@@ -47,6 +50,8 @@ class TrainConfig:
             raise BenchError(f"--lr must be a positive finite number, got {self.lr}")
         if self.batch_size < 1 or (self.normal_batch_size is not None and self.normal_batch_size < 1):
             raise BenchError(f"batch sizes must be at least 1, got {self.batch_size} and {self.normal_batch_size}")
+        if self.schedule_steps is not None and self.schedule_steps < 1:
+            raise BenchError(f"schedule_steps must be at least 1, got {self.schedule_steps}")
         if self.max_length < 8:
             raise BenchError(f"max_length must be at least 8, got {self.max_length}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -61,6 +66,29 @@ class TrainConfig:
         config = cls(**overrides)
         config.validate()
         return config
+
+
+FAITHFUL_MODES = ("paper", "code")
+OFFICIAL_SCHEDULE_STEPS = 1000  # max_unlearn_steps default of the official code (paper.md §1.3)
+
+
+@dataclass
+class FaithfulConfig(TrainConfig):
+    """A method with two readings: `faithful="paper"` is the paper's loss with the official code's
+    bugs fixed; `"code"` reproduces the official code's exact semantics (paper.md §1.2, §1.5),
+    so that its numbers can be told apart from the paper's on the same data."""
+
+    faithful: str = "paper"
+
+    def __post_init__(self):
+        if self.faithful == "code" and self.schedule_steps is None:
+            self.schedule_steps = OFFICIAL_SCHEDULE_STEPS
+
+    def validate(self) -> None:
+        super().validate()
+        if self.faithful not in FAITHFUL_MODES:
+            raise BenchError(f"faithful must be 'paper' (the paper's losses) or 'code' (the official code's exact "
+                             f"semantics), got {self.faithful!r}")
 
 
 class Method:

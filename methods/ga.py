@@ -1,18 +1,21 @@
 """Plain gradient ascent on the forget answers, optionally anchored by forward KL.
 
     L = −CE(forget answers)  [+ ε3 · KL(θo‖θ) on normal answers when normal_weight > 0]
+
+faithful="code" uses the official code's bad_loss and normal loss instead (methods/terms.py
+`official_*`, paper.md §1.2): per-sample means masked by pad id, and H(P,Q) over every position.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnbench.methods import Method, TrainConfig
-from unlearnbench.methods.terms import answer_cross_entropy, forward_kl
+from unlearnbench.methods import FaithfulConfig, Method
+from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
 
 
 @dataclass
-class GAConfig(TrainConfig):
+class GAConfig(FaithfulConfig):
     normal_weight: float = 0.0  # ε3; 0 is plain GA, > 0 adds the paper's KL term
 
 
@@ -26,10 +29,12 @@ class GradientAscent(Method):
         self.uses = ("forget", "normal") if self.needs_reference else ("forget",)
 
     def loss(self, model, step, reference) -> dict:
-        forget_ce = answer_cross_entropy(model, step.forget)
+        answer_loss = official_answer_loss if self.config.faithful == "code" else answer_cross_entropy
+        forget_ce = answer_loss(model, step.forget)
         terms = {"forget_ce": forget_ce}
         total = -forget_ce
         if self.config.normal_weight > 0:
-            terms["normal_kl"] = forward_kl(model, reference, step.normal)
-            total = total + self.config.normal_weight * terms["normal_kl"]
+            name, value = normal_term(model, reference, step.normal, self.config.faithful)
+            terms[name] = value
+            total = total + self.config.normal_weight * value
         return {"total": total, **terms}

@@ -5,6 +5,10 @@
         + ε3 · KL(θo‖θ) on normal answers                     stay close to the original
 
 Each term is a mean over answer tokens (methods/terms.py); prompts never enter a loss.
+
+faithful="code" computes what the official code computes instead (paper.md §1.2, §1.5): per-sample
+means with the mismatch mask from position 2, H(P,Q) over every normal position, and the sampler's
+and schedule's official behaviour (bench/batching.py, TrainConfig.schedule_steps).
 """
 
 from __future__ import annotations
@@ -12,17 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearnbench.errors import BenchError
-from unlearnbench.methods import Method, TrainConfig
-from unlearnbench.methods.terms import answer_cross_entropy, forward_kl
+from unlearnbench.methods import FaithfulConfig, Method
+from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
 
 
 @dataclass
-class UnlearnConfig(TrainConfig):
+class UnlearnConfig(FaithfulConfig):
     forget_weight: float = 0.5  # ε1
     mismatch_weight: float = 1.0  # ε2
     normal_weight: float = 1.0  # ε3
     mismatch_k: int = 5  # K = |Y^rdn| answers per forget prompt
-    kl_positions: str = "answer"  # "answer" (paper Eqn. 6) or "all" (the official code)
+    kl_positions: str = "answer"  # "answer" (paper Eqn. 6) or "all" (non-padding positions); faithful="paper" only
 
     def validate(self) -> None:
         super().validate()
@@ -31,6 +35,8 @@ class UnlearnConfig(TrainConfig):
             raise BenchError(f"loss weights must be finite and >= 0, got {weights}")
         if self.kl_positions not in ("answer", "all"):
             raise BenchError(f"kl_positions must be 'answer' or 'all', got {self.kl_positions!r}")
+        if self.faithful == "code" and self.kl_positions != "answer":
+            raise BenchError("kl_positions has no effect with faithful=code, whose normal term is H(P,Q) over every position")
         if self.mismatch_k < 0:
             raise BenchError(f"mismatch_k must be >= 0, got {self.mismatch_k}")
 
@@ -43,13 +49,15 @@ class Unlearn(Method):
 
     def loss(self, model, step, reference) -> dict:
         c = self.config
-        forget_ce = answer_cross_entropy(model, step.forget)
+        answer_loss = official_answer_loss if c.faithful == "code" else answer_cross_entropy
+        forget_ce = answer_loss(model, step.forget)
         terms = {"forget_ce": forget_ce}
         total = -c.forget_weight * forget_ce
         if step.mismatch is not None and c.mismatch_weight > 0:
-            terms["mismatch_ce"] = answer_cross_entropy(model, step.mismatch)
+            terms["mismatch_ce"] = answer_loss(model, step.mismatch)
             total = total + c.mismatch_weight * terms["mismatch_ce"]
         if c.normal_weight > 0:
-            terms["normal_kl"] = forward_kl(model, reference, step.normal, self.config.kl_positions)
-            total = total + c.normal_weight * terms["normal_kl"]
+            name, value = normal_term(model, reference, step.normal, c.faithful, c.kl_positions)
+            terms[name] = value
+            total = total + c.normal_weight * value
         return {"total": total, **terms}

@@ -70,6 +70,18 @@ class TokenSimilarityJudge:
             for row, text in enumerate(chunk):
                 self._cache[text] = hidden[row][keep[row]]
 
+    @torch.no_grad()
+    def sentence_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """One unit vector per text: the mean of its token embeddings (sentence-transformers pooling)."""
+        rows = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True, max_length=256,
+                                 return_tensors="pt").to(self.device)
+            hidden = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            rows.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1).cpu())
+        return torch.cat(rows) if rows else torch.empty(0, self.model.config.hidden_size)
+
     def f1(self, candidates: list[str], references: list[str]) -> list[float]:
         self._embed(candidates + references)
         scores = []
@@ -149,3 +161,39 @@ def utility_judge(spec: str, similarity: TokenSimilarityJudge, trust_remote_code
     if "/" not in spec and not Path(spec).exists():
         raise BenchError(f"unknown utility judge '{spec}': use 'similarity' or a reward-model hub id / directory")
     return RewardModelJudge(spec, trust_remote_code=trust_remote_code)
+
+
+class SentenceSimilarityJudge:
+    """cos(e(a), e(b)) of mean-pooled sentence embeddings, from the similarity judge's encoder."""
+
+    def __init__(self, similarity: TokenSimilarityJudge):
+        self.similarity = similarity
+        self.name = f"cosine of mean-pooled {similarity.encoder} sentence embeddings"
+
+    def sentence_embeddings(self, texts: list[str]) -> torch.Tensor:
+        return self.similarity.sentence_embeddings(texts)
+
+
+def original_similarity_judge(spec: str, similarity: TokenSimilarityJudge, trust_remote_code: bool = False):
+    """`embedding` (default) or a pair-regression checkpoint id/directory, e.g. a BLEURT port."""
+    if spec == "embedding":
+        return SentenceSimilarityJudge(similarity)
+    if "/" not in spec and not Path(spec).exists():
+        raise BenchError(f"unknown similarity judge '{spec}': use 'embedding' or a BLEURT-style hub id / directory")
+    judge = RewardModelJudge(spec, trust_remote_code=trust_remote_code)
+    judge.name = f"pair regression [{spec}] (reference = original output, candidate = output)"
+    return judge
+
+
+def harm_judge(spec: str, similarity: TokenSimilarityJudge, trust_remote_code: bool = False):
+    """`embedded` (the offline classifier) or a moderation model id/directory (beaver-dam-7b)."""
+    if spec == "embedded":
+        from unlearnbench.metrics.harm_classifier import EmbeddedHarmJudge
+
+        return EmbeddedHarmJudge(similarity)
+    if "/" not in spec and not Path(spec).exists():
+        raise BenchError(f"unknown harm judge '{spec}': use 'embedded' or a moderation-model hub id / directory, "
+                         "e.g. PKU-Alignment/beaver-dam-7b")
+    from unlearnbench.metrics.beaver_dam import BeaverDamJudge
+
+    return BeaverDamJudge(spec, trust_remote_code=trust_remote_code)

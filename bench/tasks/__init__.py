@@ -42,6 +42,7 @@ class TaskData:
     hashes: dict[str, str]
     counts: dict[str, int]
     prepare_pairs: list[Pair] = field(default_factory=list)
+    preferences: list[tuple[str, str, str]] = field(default_factory=list)  # (prompt, chosen, rejected)
 
 
 class Task:
@@ -57,6 +58,9 @@ class Task:
     original_check: tuple[str, float] = ("", 0.0)
     prepare_hyper: dict = {}
     prepare_what = "pairs"
+    # The prompt template the task needs, or None for the run's (--template auto: the model's
+    # chat template where it has one). Text-continuation tasks need "plain".
+    template: str | None = None
 
     def load(self, source: str, seed: int, eval_limit: int | None = None) -> TaskData:
         raise NotImplementedError
@@ -129,7 +133,7 @@ class Mapped(Sequence):
         return self.fn(self.base[index])
 
 
-def read_jsonl(path: Path, schema: dict[str, type], what: str) -> Sequence[dict]:
+def read_jsonl(path: Path, schema: dict[str, type], what: str, may_be_empty: tuple[str, ...] = ()) -> Sequence[dict]:
     """Read and validate a JSONL file, naming the line of the first problem.
 
     One streaming pass, so memory does not grow with the file; files above IN_MEMORY_BYTES come
@@ -151,7 +155,7 @@ def read_jsonl(path: Path, schema: dict[str, type], what: str) -> Sequence[dict]
                 raise BenchError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from exc
             if not line.strip():
                 continue
-            row = _validated(line, schema, f"{path}:{number}")
+            row = _validated(line, schema, f"{path}:{number}", may_be_empty)
             if lazy:
                 offsets.append(start)
             else:
@@ -161,7 +165,7 @@ def read_jsonl(path: Path, schema: dict[str, type], what: str) -> Sequence[dict]
     return JsonlRows(path, offsets) if lazy else rows
 
 
-def _validated(line: str, schema: dict[str, type], where: str) -> dict:
+def _validated(line: str, schema: dict[str, type], where: str, may_be_empty: tuple[str, ...] = ()) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -174,7 +178,7 @@ def _validated(line: str, schema: dict[str, type], where: str) -> dict:
         value = row[key]
         if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
             raise BenchError(f"{where}: field '{key}' should be {'a list of strings' if kind is list else kind.__name__}")
-        if kind is str and not value.strip():
+        if kind is str and not value.strip() and key not in may_be_empty:
             raise BenchError(f"{where}: field '{key}' is empty")
     return row
 
