@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import click
 
@@ -169,6 +170,49 @@ def _quiet_libraries():
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+@cli.command(name="eval")
+@click.option("--model", required=True, help="the model to score: hub id, local directory or embedded name")
+@click.option("--task", default="hallucination", show_default=True, help="task (see `unlearnbench list`)")
+@click.option("--reference", help="the model it was unlearned from, evaluated too for before/after and similarity")
+@click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
+@click.option("--seed", type=int, default=0, show_default=True, help="the split seed (match the run that unlearned)")
+@click.option("--limit", type=int, help="evaluate at most this many prompts per evaluation set")
+@click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--run-name", help="folder name under --output-dir")
+@click.option("--template", default="auto", show_default=True, help="auto | chat | paper | plain")
+@click.option("--harm-judge", default="embedded", show_default=True)
+@click.option("--utility-judge", default="similarity", show_default=True)
+@click.option("--similarity-judge", default="embedding", show_default=True)
+@click.option("--max-new-tokens", type=int)
+@click.option("--trust-remote-code", is_flag=True)
+def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
+             similarity_judge, max_new_tokens, trust_remote_code):
+    """Score an existing model on TASK without training (a model unlearned elsewhere)."""
+    from unlearnbench.records import load_json
+    from unlearnbench.runner import RunConfig, comparison_table, evaluate_model
+
+    _quiet_libraries()
+    config = RunConfig(method="eval", task=task, model=model, data=data, seed=seed, limit=limit, output_dir=output_dir,
+                       run_name=run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{task}-eval-s{seed}", template=template,
+                       harm_judge=harm_judge, utility_judge=utility_judge, similarity_judge=similarity_judge,
+                       max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code)
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise BenchError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    run_dir = evaluate_model(config, reference)
+    metrics = load_json(run_dir / "metrics.json")
+    if reference:
+        click.echo(comparison_table(metrics, fmt="simple_outline"))
+    else:
+        from tabulate import tabulate
+
+        rows = [[split, name, "NM" if m["value"] is None else f"{m['value']:.3f}"]
+                for split, scores in metrics["metrics"]["unlearned"].items() for name, m in scores.items()]
+        click.echo(tabulate(rows, headers=["split", "metric", model], tablefmt="simple_outline", disable_numparse=True))
+    for metric, judge in metrics.get("judges", {}).items():
+        click.echo(f"  {metric}: judged by {judge}")
+    click.echo(f"results: {run_dir}")
 
 
 @cli.command(name="list")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from unlearnbench.errors import BenchError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 PACKAGES = ("unlearnbench", "torch", "transformers", "datasets", "accelerate", "peft", "tokenizers", "numpy")
 
 
@@ -28,6 +31,8 @@ def atomic_write_text(path: Path, text: str) -> None:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # mkstemp creates the file 0600; give it the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -423,6 +423,84 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
     return run_dir
 
 
+def evaluate_model(config: RunConfig, reference: str | None = None) -> Path:
+    """Score an existing model on a task without training: `unlearnbench eval`.
+
+    For models unlearned elsewhere. The record holds one phase, "evaluated"; with `reference`
+    (the model it started from) that model is evaluated too, as the "original" phase, so the
+    before/after table, the paper table and similarity_to_original work as in a run. Without
+    it, similarity_to_original has nothing to compare with and is left out.
+    """
+    from unlearnbench.batching import Template
+    from unlearnbench.metrics.judges import LanguageModelJudge
+
+    task = registry.get("task", config.task)()
+    registry.get("generator", config.backend)
+    if config.limit is not None and config.limit < 1:
+        raise BenchError(f"--limit must be at least 1, got {config.limit}")
+    for spec in filter(None, (config.model, reference)):
+        models.check(spec)
+    run_dir = make_run_dir(config)
+    compute: dict = {}
+    generations: list[dict] = []
+    record: dict = {"run_id": run_dir.name, "status": "running", "kind": "eval",
+                    "config": {**dataclasses.asdict(config), "method": "eval", "reference": reference},
+                    "environment": environment(), "original": {"kind": "reference" if reference else "none",
+                                                               "model": reference}}
+
+    def save():
+        record["compute"] = {name: c.to_dict() for name, c in compute.items()} | {"total": total(compute).to_dict()}
+        write_json(run_dir / "config.json", {k: record[k] for k in ("run_id", "config", "environment")}
+                   | {"data": record.get("data")})
+        write_json(run_dir / "metrics.json", {k: v for k, v in record.items() if k not in ("config", "environment")})
+        write_jsonl(run_dir / "generations.jsonl", generations)
+        write_run_readme(run_dir, record)
+
+    save()
+    try:
+        with measure(compute, "data"):
+            data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
+        if not reference:
+            for eval_set in data.eval_sets.values():
+                eval_set.metrics = tuple(m for m in eval_set.metrics if m != "similarity_to_original")
+        record["data"] = {"source": config.data, "hashes": data.hashes, "counts": data.counts, "seed": config.seed}
+        template_kind = config.template if config.template != "auto" else (task.template or "auto")
+        phases = ([("original", reference)] if reference else []) + [("unlearned", config.model)]
+        judges = evaluator = None
+        for phase, spec in phases:
+            with measure(compute, f"eval_{phase}") as measured:
+                loaded = models.load(spec, trust_remote_code=config.trust_remote_code)
+                template = Template(loaded.tokenizer, template_kind)
+                if evaluator is None:
+                    judges = make_judges(config, data)
+                    evaluator = Evaluator(data, template, judges, config.backend,
+                                          config.max_new_tokens or task.max_new_tokens, config.seed)
+                # Fluency is judged by the reference model when there is one, else by the model itself.
+                if phase == "original" or not reference:
+                    judges["lm"] = LanguageModelJudge(loaded.model, template, f"nll under {spec}")
+                evaluator.template = template
+                generator = evaluator.generator(loaded.model)
+                results, rows = evaluator.evaluate(generator, phase, counter=GenerationCounter(loaded.num_parameters).bind(measured))
+            generations += rows
+            record.setdefault("metrics", {})[phase] = _as_dicts(results)
+            record["judges"] = _judge_names(results)
+            save()
+        record["status"] = "completed"
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        raise
+    except Exception as exc:
+        record["status"] = "failed"
+        record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        try:
+            save()
+        except BenchError:
+            pass
+    return run_dir
+
+
 def make_judges(config: RunConfig, data) -> dict:
     """The judges the task's metrics consult, by kind; only those some metric needs are loaded."""
     from unlearnbench.metrics.judges import harm_judge, original_similarity_judge, similarity_judge, utility_judge

@@ -184,3 +184,24 @@ def test_the_copyright_task_keeps_its_text_template_under_the_paper_preset():
     assert config.template == "paper"
     config, _, _ = resolve_config(RunConfig(task="copyright", template="chat"))
     assert config.template == "chat"  # an explicit --template wins
+
+
+def test_eval_scores_an_existing_model_without_training(tiny_model_dir, tmp_path):
+    from tests.test_cli import run_cli
+
+    alone = run_cli("eval", "--model", str(tiny_model_dir), "--task", "copyright", "--limit", "2", "--max-new-tokens", "4",
+                    "--output-dir", str(tmp_path), "--run-name", "alone")
+    assert alone.returncode == 0, alone.stderr
+    record = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    assert record["status"] == "completed" and list(record["metrics"]) == ["unlearned"]
+    assert "similarity_to_original" not in record["metrics"]["unlearned"]["normal"]  # nothing to compare with
+    assert "leak_rate" in record["metrics"]["unlearned"]["unlearned"] and "train" not in record["compute"]
+    paired = run_cli("eval", "--model", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--task", "harmful",
+                     "--limit", "2", "--max-new-tokens", "4", "--output-dir", str(tmp_path), "--run-name", "paired")
+    assert paired.returncode == 0, paired.stderr
+    record = json.loads((tmp_path / "paired" / "metrics.json").read_text())
+    assert list(record["metrics"]) == ["original", "unlearned"]
+    # The same weights on both sides: every metric agrees, and the outputs match the reference's.
+    assert record["metrics"]["original"] == record["metrics"]["unlearned"]
+    assert record["metrics"]["unlearned"]["normal"]["similarity_to_original"]["value"] == pytest.approx(1.0)
+    assert_clean_error(run_cli("eval", "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path)), "does not exist")
