@@ -74,10 +74,13 @@ PRESET_NAMES = ("default", "paper", "faithful-code")
 # hallucination task. Measured on the embedded model, 2 CPU cores, seed 0 (docs/tuning-embedded.md):
 # - copyright: a memorised book barely moves at lr 3e-5 in 80 steps (leak rate 100% -> 94%);
 #   lr 1e-4 takes it to 7.6% with normal utility -3%;
-# - harmful, unlearn: with ε3 = 1 utility falls 12%; ε3 = 3 keeps it at -6.5% (harm -67%).
+# - harmful, unlearn: with ε3 = 1 utility falls 12%; ε3 = 3 keeps it at -6.5% (harm -67%);
+# - hallucination, unlearn: ε3 = 1 passed on seed 0 (-66%, utility -8%) but cost 22% of the
+#   utility on seed 1; ε3 = 3 gives -57% / utility -4% on seed 0 and -71% / -9.4% on seed 1.
 TASK_DEFAULTS = {
     ("copyright", None): {"lr": 1e-4},
     ("harmful", "unlearn"): {"normal_weight": 3.0},
+    ("hallucination", "unlearn"): {"normal_weight": 3.0},
 }
 
 

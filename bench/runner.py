@@ -631,6 +631,9 @@ def write_run_readme(run_dir: Path, record: dict) -> None:
         "",
         f"Status: **{record['status']}**" + (f" ({record['error']})" if record.get("error") else ""),
         "",
+        (f"`unlearnbench eval --model {config['model']} --task {config['task']} --data {config['data']} "
+         f"--seed {config['seed']}" + (f" --reference {config['reference']}`" if config.get("reference") else "`"))
+        if record.get("kind") == "eval" else
         f"`unlearnbench run --method {config['method']} --task {config['task']} --model {config['model']} "
         f"--data {config['data']} --seed {config['seed']}`",
         "",
@@ -650,4 +653,7 @@ def write_run_readme(run_dir: Path, record: dict) -> None:
         "- `generations.jsonl`: every prompt, output and per-item score, for both models",
         "- `train_log.jsonl`: every loss term at every training step",
     ]
+    if (run_dir / "checkpoint").is_dir():
+        lines.append("- `checkpoint/`: the training state at the last checkpoint; "
+                     f"`unlearnbench run --resume {run_dir}` continues from it")
     atomic_write_text(run_dir / "README.md", "\n".join(lines) + "\n")

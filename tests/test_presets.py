@@ -100,7 +100,7 @@ def test_presets_dict_still_serves_every_method():
 def test_default_holds_the_per_task_settings_and_says_so():
     preset = resolve_preset("default", "smollm2-135m", "copyright", "unlearn")
     assert preset["hyper"] == {"lr": 1e-4} and "docs/tuning-embedded.md" in preset["notes"][0]
-    assert resolve_preset("default", "smollm2-135m", "hallucination") == {"hyper": {}, "template": "auto", "notes": []}
+    assert resolve_preset("default", "smollm2-135m", "hallucination", "ga") == {"hyper": {}, "template": "auto", "notes": []}
 
 
 def test_default_per_task_settings_can_be_per_method():
