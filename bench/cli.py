@@ -9,7 +9,7 @@ import time
 
 import click
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 
 
 def _parse_set(values: tuple[str, ...]) -> dict:
@@ -45,7 +45,7 @@ def _load_config_file(ctx, param, value):
     except OSError as exc:
         raise BenchError(f"--config: cannot read '{value}': {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise BenchError(f"--config: '{value}' is not valid (safe) YAML: {str(exc).splitlines()[0]}") from exc
+        raise BenchError(f"--config: '{value}' is not valid (safe) YAML: {first_line(exc)}") from exc
     if not isinstance(options, dict):
         raise BenchError(f"--config: '{value}' should be a mapping of option: value")
     names = {p.name for p in ctx.command.params if p.name not in ("config", "resume")}

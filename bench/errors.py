@@ -1,6 +1,13 @@
 """Errors a user can fix. The CLI prints them as one line and exits non-zero."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): library errors
+    often carry pages of context that a one-line error must not print."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class BenchError(Exception):
     """Bad input or an impossible setting: shown to the user as a one-line message."""
 

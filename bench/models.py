@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 from unlearnbench.registry import unknown_name_message
 
 
@@ -136,9 +136,9 @@ def load(spec: str, dtype: str = "float32", trust_remote_code: bool = False) -> 
             source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if "trust_remote_code" in str(exc) and not trust_remote_code:
-            first_line = "it needs to run its own code; pass --trust-remote-code only if you trust its source"
-        raise BenchError(f"could not load model '{spec}': {first_line}") from exc
+            message = "it needs to run its own code; pass --trust-remote-code only if you trust its source"
+        raise BenchError(f"could not load model '{spec}': {message}") from exc
     model.eval()
     return LoadedModel(model, tokenizer, spec, source, sum(p.numel() for p in model.parameters()))

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from unlearnbench.batching import Step, StepSampler, Template, TrainData
-from unlearnbench.errors import BenchError, TrainingDiverged
+from unlearnbench.errors import BenchError, TrainingDiverged, first_line
 from unlearnbench.hardware import fast_low_precision
 from unlearnbench.progress import bar
 from unlearnbench.records import load_json, write_json
@@ -92,8 +92,8 @@ class Checkpointing:
             except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
                 # accelerate loads with torch.load(weights_only=True): a file that would run code
                 # on unpickling ends up here instead of running.
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise BenchError(f"the checkpoint in {self.directory} cannot be loaded safely: {first_line}") from exc
+                message = first_line(exc)
+                raise BenchError(f"the checkpoint in {self.directory} cannot be loaded safely: {message}") from exc
         return step
 
 

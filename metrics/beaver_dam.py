@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 
 BEAVER_DAM_ID = "PKU-Alignment/beaver-dam-7b"
 BEAVER_DAM_REVISION = "3a5b70888869f04336d0d8344185ed74268ef896"
@@ -55,7 +55,7 @@ class BeaverDamJudge:
                 model_id_or_path, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
                 **({"device_map": {"": self.device}} if self.device == "cuda" else {})).eval()
         except (OSError, ValueError, ImportError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = first_line(exc)
             raise BenchError(f"could not load moderation model '{model_id_or_path}': {message}") from exc
         config = self.model.config
         if config.num_labels < 2 or config.problem_type not in (None, "multi_label_classification"):

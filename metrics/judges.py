@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 
 EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
 
@@ -47,7 +47,7 @@ class TokenSimilarityJudge:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source).eval().to(device)
         except (OSError, ValueError) as exc:
-            raise BenchError(f"could not load encoder '{encoder}': {str(exc).splitlines()[0]}") from exc
+            raise BenchError(f"could not load encoder '{encoder}': {first_line(exc)}") from exc
         self.encoder = encoder
         self.batch_size = batch_size
         self.device = device
@@ -107,7 +107,7 @@ class RewardModelJudge:
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 model_id, trust_remote_code=trust_remote_code).eval().to(device)
         except (OSError, ValueError) as exc:
-            raise BenchError(f"could not load reward model '{model_id}': {str(exc).splitlines()[0]}") from exc
+            raise BenchError(f"could not load reward model '{model_id}': {first_line(exc)}") from exc
         if self.model.config.num_labels != 1:
             raise BenchError(f"'{model_id}' is not a reward model: it has {self.model.config.num_labels} labels, expected 1")
         self.name = f"reward[{model_id}]"

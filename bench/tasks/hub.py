@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def load_rows(dataset: HubDataset, columns: tuple[str, ...]) -> list[dict]:
     try:
         rows = load_dataset(dataset.repo, dataset.config, revision=dataset.revision, split=dataset.split)
     except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise BenchError(f"could not load {dataset.describe()} from the hub: {message}") from exc
     missing = [c for c in columns if c not in rows.column_names]
     if missing:

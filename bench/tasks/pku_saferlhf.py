@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from unlearnbench.errors import BenchError
+from unlearnbench.errors import BenchError, first_line
 from unlearnbench.tasks import hub
 
 
@@ -46,7 +46,7 @@ def load_split(files: HubFiles, split: str, columns: tuple[str, ...]):
         rows = hub.load_dataset(files.repo, revision=files.revision, data_files={split: files.data_files[split]},
                                 split=split)
     except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         raise BenchError(f"could not load {files.describe(split)} from the hub: {message}") from exc
     missing = [c for c in columns if c not in rows.column_names]
     if missing:
