@@ -7,6 +7,7 @@ record is rewritten (atomically) after every phase, and a failure or interruptio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -231,6 +232,45 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
     return result.model, info
 
 
+def write_record(run_dir: Path, record: dict, compute: dict, generations: list[dict], train_log=None,
+                 started: float | None = None) -> None:
+    """Rewrite a run folder's files from the in-memory record (each file atomically)."""
+    record["compute"] = {name: c.to_dict() for name, c in compute.items()} | {"total": total(compute).to_dict()}
+    if started is not None:
+        record["elapsed_seconds"] = round(time.time() - started, 2)
+    write_json(run_dir / "config.json", {k: record[k] for k in ("run_id", "config", "environment") if k in record}
+               | {"data": record.get("data")})
+    write_json(run_dir / "metrics.json", {k: v for k, v in record.items() if k not in ("config", "environment")})
+    if train_log is not None:
+        write_jsonl(run_dir / "train_log.jsonl", train_log)
+    write_jsonl(run_dir / "generations.jsonl", generations)
+    write_run_readme(run_dir, record)
+
+
+@contextlib.contextmanager
+def recorded_outcome(record: dict, save):
+    """Give the record its final status however the block ends, and save it: a failure, a NaN
+    loss or an interruption keeps everything measured before it."""
+    try:
+        yield
+    except TrainingDiverged as exc:
+        record["status"] = "diverged"
+        record["error"] = str(exc)
+        raise
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        raise
+    except Exception as exc:
+        record["status"] = "failed"
+        record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        try:
+            save()
+        except BenchError:
+            pass  # the disk refused the final save: the last complete record on disk stands
+
+
 def load_resume(run_dir) -> tuple[RunConfig, dict, list[dict], list[dict]]:
     """The config, record, train log and generations of an unfinished run, validated."""
     from unlearnbench.records import read_jsonl_records
@@ -293,17 +333,8 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         compute.update(from_dicts(record.get("compute", {})))
 
     def save():
-        if not main:
-            return
-        record["compute"] = {name: c.to_dict() for name, c in compute.items()}
-        record["compute"]["total"] = total(compute).to_dict()
-        record["elapsed_seconds"] = round(time.time() - started, 2)
-        write_json(run_dir / "config.json", {k: record[k] for k in ("run_id", "config", "environment") if k in record}
-                   | {"data": record.get("data")})
-        write_json(run_dir / "metrics.json", {k: v for k, v in record.items() if k not in ("config", "environment")})
-        write_jsonl(run_dir / "train_log.jsonl", train_log)
-        write_jsonl(run_dir / "generations.jsonl", generations)
-        write_run_readme(run_dir, record)
+        if main:
+            write_record(run_dir, record, compute, generations, train_log, started)
 
     def recorded_splits(phase: str) -> set[str]:
         """Sets of `phase` with both metrics and every generation on disk."""
@@ -322,7 +353,7 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
 
     save()
     say(f"run {run_dir}" + (" (resumed)" if previous else ""))
-    try:
+    with recorded_outcome(record, save):
         torch.manual_seed(config.seed)
         with measure(compute, "data"):
             data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
@@ -404,22 +435,6 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
                 record["train"].pop("checkpoint_step", None)
         state.wait_for_everyone()
-    except TrainingDiverged as exc:
-        record["status"] = "diverged"
-        record["error"] = str(exc)
-        raise
-    except KeyboardInterrupt:
-        record["status"] = "interrupted"
-        raise
-    except Exception as exc:
-        record["status"] = "failed"
-        record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        try:
-            save()
-        except BenchError:
-            pass  # the disk refused the final save: the last complete record on disk stands
     return run_dir
 
 
@@ -449,15 +464,10 @@ def evaluate_model(config: RunConfig, reference: str | None = None) -> Path:
                                                                "model": reference}}
 
     def save():
-        record["compute"] = {name: c.to_dict() for name, c in compute.items()} | {"total": total(compute).to_dict()}
-        write_json(run_dir / "config.json", {k: record[k] for k in ("run_id", "config", "environment")}
-                   | {"data": record.get("data")})
-        write_json(run_dir / "metrics.json", {k: v for k, v in record.items() if k not in ("config", "environment")})
-        write_jsonl(run_dir / "generations.jsonl", generations)
-        write_run_readme(run_dir, record)
+        write_record(run_dir, record, compute, generations)
 
     save()
-    try:
+    with recorded_outcome(record, save):
         with measure(compute, "data"):
             data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
         if not reference:
@@ -486,18 +496,6 @@ def evaluate_model(config: RunConfig, reference: str | None = None) -> Path:
             record["judges"] = _judge_names(results)
             save()
         record["status"] = "completed"
-    except KeyboardInterrupt:
-        record["status"] = "interrupted"
-        raise
-    except Exception as exc:
-        record["status"] = "failed"
-        record["error"] = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        try:
-            save()
-        except BenchError:
-            pass
     return run_dir
 
 
