@@ -82,6 +82,7 @@ def cli():
 @click.option("--faithful", type=click.Choice(["paper", "code"]), default=None,
               help="code: the official code's exact loss, sampling and schedule semantics (bugs included)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", help="several seeds, e.g. 0,1,2 or 0-2: one run each in a group folder, tables show mean ± 95%% CI")
 @click.option("--limit", type=int, help="evaluate at most this many prompts per evaluation set")
 @click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--run-name", help="folder name under --output-dir (default: time-task-method-seed)")
@@ -110,7 +111,7 @@ def cli():
 @click.pass_context
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
-        checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book):
+        checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -123,6 +124,8 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
             raise BenchError(f"--resume continues the run with its recorded options; drop {', '.join(given)}")
         _run_and_report(None, resume=resume)
         return
+    if seeds is not None and ctx.get_parameter_source("seed") not in (ParameterSource.DEFAULT, None):
+        raise BenchError("give --seed or --seeds, not both")
     hyper = _parse_set(sets)
     if book:
         if task != "copyright":
@@ -138,7 +141,31 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
                        harm_judge=harm_judge, similarity_judge=similarity_judge,
                        keep_checkpoint=keep_checkpoint)
-    _run_and_report(config)
+    if seeds is not None:
+        _run_seeds_and_report(config, seeds)
+    else:
+        _run_and_report(config)
+
+
+def _run_seeds_and_report(config, seeds_text: str):
+    from unlearnbench.multiseed import parse_seeds, run_seeds, seed_records
+    from unlearnbench.runner import paper_table, process_state
+
+    seeds = parse_seeds(seeds_text)
+    _quiet_libraries()
+    group, failures = run_seeds(config, seeds)
+    if not process_state().is_main_process:
+        return
+    records = seed_records(group)
+    click.echo(f"\n{config.method} on {config.task} ({config.model}), {len(records)} of {len(seeds)} seeds completed")
+    table = paper_table(records, fmt="simple_outline") if records else ""
+    if table:
+        click.echo(table)
+    for metric, judge in (records[0].get("judges", {}) if records else {}).items():
+        click.echo(f"  {metric}: judged by {judge}")
+    click.echo(f"results: {group} (summary.json, README.md, one folder per seed)")
+    if failures:
+        raise BenchError(f"{len(failures)} of {len(seeds)} seeds did not complete; " + "; ".join(failures))
 
 
 def _run_and_report(config, resume=None):
@@ -213,6 +240,20 @@ def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, te
     for metric, judge in metrics.get("judges", {}).items():
         click.echo(f"  {metric}: judged by {judge}")
     click.echo(f"results: {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--leaderboard", required=True, type=click.Path(dir_okay=False),
+              help="the markdown file to (re)generate, e.g. leaderboards/hallucination.md")
+@click.option("--no-plots", is_flag=True, help="skip the PNG plots")
+def publish(run_dirs, leaderboard, no_plots):
+    """Add runs (or --seeds groups) to a leaderboard and regenerate it from the run records."""
+    from unlearnbench.leaderboard import publish as publish_runs
+
+    counts = publish_runs(run_dirs, leaderboard, plots=not no_plots)
+    click.echo(f"{leaderboard}: {counts['added']} run(s) added, {counts['replaced']} replaced, "
+               f"{counts['unchanged']} already published; {counts['rows']} measured row(s)")
 
 
 @cli.command(name="list")

@@ -28,6 +28,7 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "unlearn": "unlearnbench.methods.unlearn:Unlearn",
         "ga": "unlearnbench.methods.ga:GradientAscent",
         "sft": "unlearnbench.methods.sft:SupervisedFinetune",
+        "npo": "unlearnbench.methods.npo:NPO",
     },
     "metric": {
         "hallucination_rate": "unlearnbench.metrics.hallucination_rate:HallucinationRate",

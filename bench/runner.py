@@ -590,34 +590,51 @@ def comparison_table(record: dict, fmt: str = "github") -> str:
 FORGET_RATES = {"harmful_rate": "harm %", "leak_rate": "leak %", "hallucination_rate": "halluc. %"}
 
 
-def paper_table(record: dict, fmt: str = "github") -> str:
-    """The paper's Table 3 layout: one row per model (original, unlearned), the task's rate on
-    unlearned and unseen prompts, diversity and fluency on unlearned prompts, utility and
-    similarity to the original on normal prompts."""
-    from tabulate import tabulate
-
-    metrics = record.get("metrics", {})
-    rate = next((m for m in FORGET_RATES if m in metrics.get("original", {}).get("unlearned", {})), None)
+def paper_columns(metrics: dict) -> list[tuple[str, str, str, float]]:
+    """The paper's Table 3 columns present in a record: (header, split, metric, scale)."""
+    original = metrics.get("original", {})
+    rate = next((m for m in FORGET_RATES if m in original.get("unlearned", {})), None)
     if rate is None:
-        return ""
+        return []
     columns = [(f"{FORGET_RATES[rate]} unlearned ↓", "unlearned", rate, 100), (f"{FORGET_RATES[rate]} unseen ↓", "unseen", rate, 100),
                ("diversity ↑", "unlearned", "diversity", 1), ("fluency ↓", "unlearned", "fluency", 1),
                ("utility ↑ (normal)", "normal", "utility", 1), ("similarity ↑ (normal)", "normal", "similarity_to_original", 1)]
-    if "leak_bleu" in metrics.get("original", {}).get("unlearned", {}):
+    if "leak_bleu" in original.get("unlearned", {}):
         columns.insert(2, ("leak BLEU unlearned ↓", "unlearned", "leak_bleu", 1))
-    columns = [c for c in columns if c[2] in metrics.get("original", {}).get(c[1], {})]
+    return [c for c in columns if c[2] in original.get(c[1], {})]
+
+
+def metric_cell(records: list[dict], phase: str, split: str, name: str, scale: float) -> str:
+    """One table cell: the value, or across seeds the mean ± 95% CI (bench/stats.py); NM where unmeasurable."""
+    from unlearnbench.stats import summarize
+
+    found = [r["metrics"][phase][split][name]["value"] for r in records
+             if name in r.get("metrics", {}).get(phase, {}).get(split, {})]
+    if not found:
+        return "-"
+    return summarize(found).format(scale, 1 if scale == 100 else 3)
+
+
+def paper_table(records: dict | list[dict], fmt: str = "github") -> str:
+    """The paper's Table 3 layout: one row per model (original, unlearned), the task's rate on
+    unlearned and unseen prompts, diversity and fluency on unlearned prompts, utility and
+    similarity to the original on normal prompts. Several records (seeds) give mean ± 95% CI."""
+    from tabulate import tabulate
+
+    records = [records] if isinstance(records, dict) else records
+    columns = paper_columns(records[0].get("metrics", {}))
+    if not columns:
+        return ""
+    first = records[0]
     rows = []
-    for phase, label in (("original", f"original ({record.get('original', {}).get('kind', '?')})"),
-                         ("unlearned", record.get("config", {}).get("method", "unlearned"))):
-        if phase not in metrics:
-            continue
-        row = [label]
-        for _, split, name, scale in columns:
-            value = metrics[phase].get(split, {}).get(name, {}).get("value", "missing")
-            row.append("-" if value == "missing" else "NM" if value is None else
-                       f"{value * scale:.1f}" if scale == 100 else f"{value:.3f}")
-        rows.append(row)
-    return tabulate(rows, headers=["model", *[c[0] for c in columns]], tablefmt=fmt, disable_numparse=True)
+    for phase, label in (("original", f"original ({first.get('original', {}).get('kind', '?')})"),
+                         ("unlearned", first.get("config", {}).get("method", "unlearned"))):
+        if phase in first.get("metrics", {}):
+            rows.append([label, *[metric_cell(records, phase, split, name, scale) for _, split, name, scale in columns]])
+    headers = ["model", *[c[0] for c in columns]]
+    if len(records) > 1:
+        headers[0] = f"model (mean ± 95% CI, {len(records)} seeds)"
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def write_run_readme(run_dir: Path, record: dict) -> None:

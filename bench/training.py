@@ -230,7 +230,14 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     autocast = (
         torch.autocast(accelerator.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
-    trained_tokens = reference_tokens = 0
+    trained_tokens = 0
+    reference_tokens = [0]  # tokens through the frozen reference, whichever batches a method sends it
+    if reference is not None:
+        frozen_reference = reference
+
+        def reference(batch):
+            reference_tokens[0] += batch.tokens
+            return frozen_reference(batch)
     progress = bar(range(first_step, config.steps + 1), desc=desc or f"training {method.name}", unit="step",
                    initial=first_step - 1, total=config.steps)
     for step_index in progress:
@@ -253,8 +260,6 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         trained_tokens += step.tokens
-        if method.needs_reference and step.normal is not None:
-            reference_tokens += step.normal.tokens
         row["seconds"] = round(time.perf_counter() - started, 4)
         log(row)
         progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
@@ -264,11 +269,11 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
             checkpointing.save(accelerator, step_index)
 
     if accelerator.num_processes > 1:
-        counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")
-        trained_tokens, reference_tokens = (int(c) for c in counts.tolist())
+        counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens[0]], device=accelerator.device), "sum")
+        trained_tokens, reference_tokens[0] = (int(c) for c in counts.tolist())
 
     model = gather_full_model(accelerator, model)
     if config.lora:
         model = model.merge_and_unload()
     model.eval()
-    return TrainResult(model, config.steps, trained_tokens, reference_tokens, sum(p.numel() for p in trainable))
+    return TrainResult(model, config.steps, trained_tokens, reference_tokens[0], sum(p.numel() for p in trainable))

@@ -111,3 +111,15 @@ def normal_term(model, reference, batch: Batch, faithful: str = "paper", positio
     if faithful == "code":
         return "normal_cross_entropy", official_normal_cross_entropy(model, reference, batch)
     return "normal_kl", forward_kl(model, reference, batch, positions)
+
+
+def answer_log_likelihood(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """log p(y | x) per sequence: Σ_{answer tokens i} log p(y_i | x, y_<i), one value per row.
+
+    Sequence-level, unlike answer_cross_entropy's token mean: preference-style losses (NPO, DPO)
+    compare whole-answer likelihood ratios."""
+    logits, labels = shifted(logits, batch.labels)
+    answer = labels != IGNORE
+    token_log_probs = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    token_log_probs[answer] = -F.cross_entropy(logits[answer].float(), labels[answer], reduction="none")
+    return token_log_probs.sum(1)

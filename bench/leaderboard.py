@@ -1,0 +1,304 @@
+"""`unlearnbench publish`: leaderboard markdown regenerated from run records, never edited by hand.
+
+A leaderboard is two files that only `publish` writes:
+
+    leaderboards/<task>.md             the table people read, with plots under leaderboards/<task>/
+    leaderboards/<task>.records.json   one entry per published run: the numbers the table shows,
+                                       their provenance and the sha256 of each record file
+
+Publishing reads the run folders, adds (or replaces) their entries in the records file and
+regenerates the markdown and plots from all entries, so that every number on the page traces
+back to a run record by its hash. An entry is keyed by the sha256 of its `metrics.json`:
+publishing the same run again changes nothing (idempotent). Concurrent publishes to one
+leaderboard take a file lock around read-merge-write, and every file is replaced atomically,
+so neither loses the other's rows.
+
+Runs that differ only in their seed form one row: mean ± 95% CI over the seeds (bench/stats.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from unlearnbench.errors import BenchError
+
+FORMAT_VERSION = 1
+LOCK_TIMEOUT_SECONDS = 600
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expand_run_dirs(paths) -> list[Path]:
+    """Run folders from the arguments: a run folder itself, or a `--seeds` group (its seed-* folders)."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if (path / "metrics.json").is_file():
+            found.append(path)
+        elif path.is_dir() and any(path.glob("seed-*/metrics.json")):
+            found.extend(sorted(p.parent for p in path.glob("seed-*/metrics.json")))
+        else:
+            raise BenchError(f"'{given}' is not a run folder (no metrics.json) nor a --seeds group (no seed-*/metrics.json)")
+    if not found:
+        raise BenchError("publish needs at least one run folder")
+    return list({path.resolve(): path for path in found}.values())  # a run named twice counts once
+
+
+def hardware_name(hardware: dict) -> str:
+    if hardware.get("cuda"):
+        names = hardware["cuda"]
+        return f"{len(names)}× {names[0]}" if isinstance(names, list) else str(names)
+    return f"{hardware.get('cpu', 'cpu')} CPU, {hardware.get('torch_threads', '?')} threads"
+
+
+def entry_from_run(run_dir: Path) -> dict:
+    """The published form of one completed run: what the table shows, plus where it came from."""
+    from unlearnbench.records import load_json, read_jsonl_records
+
+    record = load_json(run_dir / "metrics.json", required=("status",))
+    if record.get("status") != "completed":
+        raise BenchError(f"run '{run_dir}' has status '{record.get('status')}'; only completed runs are published")
+    if record.get("kind") == "eval" or "metrics" not in record:
+        raise BenchError(f"run '{run_dir}' is not a training run with before/after metrics; publish takes `run` folders")
+    saved = load_json(run_dir / "config.json", required=("config",))
+    config, environment = saved["config"], saved.get("environment", {})
+    hyper = {k: v for k, v in config.get("method_hyper", {}).items() if k != "seed"}
+    files = {name: sha256_file(run_dir / name) for name in ("metrics.json", "config.json", "generations.jsonl", "train_log.jsonl")
+             if (run_dir / name).is_file()}
+    curve = []
+    if (run_dir / "train_log.jsonl").is_file():
+        curve = [{k: v for k, v in row.items() if k not in ("lr", "seconds")}
+                 for row in read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))]
+    total = record.get("compute", {}).get("total", {})
+    train = record.get("compute", {}).get("train", {})
+    return {
+        "key": files["metrics.json"][:16],
+        "run_id": record.get("run_id", run_dir.name),
+        "task": config["task"],
+        "model": config["model"],
+        "method": config["method"],
+        "preset": config.get("preset", "default"),
+        "seed": config["seed"],
+        "data": {"source": record.get("data", {}).get("source", config.get("data")),
+                 "hashes": record.get("data", {}).get("hashes", {})},
+        "settings": {"hyper": hyper, "template": config.get("template"), "limit": config.get("limit"),
+                     "original": record.get("original", {}).get("kind")},
+        "judges": record.get("judges", {}),
+        "git_commit": environment.get("git_commit"),
+        "hardware": hardware_name(environment.get("hardware", {})),
+        "compute": {"train_flops": train.get("flops", 0.0), "total_flops": total.get("flops", 0.0),
+                    "train_wall_seconds": train.get("wall_seconds", 0.0), "total_wall_seconds": total.get("wall_seconds", 0.0),
+                    "peak_rss_mb": total.get("peak_rss_mb", 0.0), "peak_cuda_mb": total.get("peak_cuda_mb", 0.0)},
+        "metrics": {phase: {split: {name: {"value": m.get("value")} for name, m in scores.items()}
+                            for split, scores in splits.items()}
+                    for phase, splits in record["metrics"].items()},
+        "train_curve": curve,
+        "sha256": files,
+    }
+
+
+def group_key(entry: dict) -> str:
+    """Entries that differ only in seed (and so in hash, run id, compute) share a row."""
+    return json.dumps([entry["model"], entry["method"], entry["preset"], entry["data"], entry["settings"], entry["judges"]],
+                      sort_keys=True)
+
+
+def original_key(entry: dict) -> str:
+    return json.dumps([entry["model"], entry["data"], entry["settings"]["original"], entry["settings"]["template"],
+                       entry["settings"]["limit"], entry["judges"]], sort_keys=True)
+
+
+def groups(entries: list[dict], key) -> list[list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for entry in sorted(entries, key=lambda e: (e["model"], e["method"], e["seed"], e["key"])):
+        grouped.setdefault(key(entry), []).append(entry)
+    return list(grouped.values())
+
+
+def original_rows(entries: list[dict]) -> list[tuple[str, list[dict]]]:
+    """("O1", runs), ...: the models before unlearning. Runs of several methods with one seed
+    evaluated the same original on the same split, so each seed counts once."""
+    rows = []
+    for index, members in enumerate(groups(entries, original_key), start=1):
+        one_per_seed: dict[int, dict] = {}
+        for member in members:
+            one_per_seed.setdefault(member["seed"], member)
+        rows.append((f"O{index}", list(one_per_seed.values())))
+    return rows
+
+
+def measured_rows(entries: list[dict]) -> list[tuple[str, list[dict]]]:
+    """("M1", runs), ...: one row per configuration, its runs differing only in seed."""
+    return [(f"M{index}", members) for index, members in enumerate(groups(entries, group_key), start=1)]
+
+
+# --- the files -------------------------------------------------------------------------------
+
+
+def records_path(leaderboard: Path) -> Path:
+    return leaderboard.with_suffix(".records.json")
+
+
+def load_board(leaderboard: Path) -> dict:
+    from unlearnbench.records import load_json
+
+    sidecar = records_path(leaderboard)
+    if not sidecar.exists():
+        if leaderboard.exists():
+            raise BenchError(f"'{leaderboard}' exists but was not written by publish (no {sidecar.name} beside it); "
+                             "move it away or choose another --leaderboard")
+        return {"format": FORMAT_VERSION, "task": None, "runs": []}
+    board = load_json(sidecar, required=("runs",))
+    if leaderboard.exists() and board.get("markdown_sha256") and sha256_file(leaderboard) != board["markdown_sha256"]:
+        raise BenchError(f"'{leaderboard}' was edited by hand since it was last published; "
+                         f"leaderboards are generated from records only (restore it, or delete it to regenerate)")
+    return board
+
+
+def publish(run_dirs, leaderboard: str | Path, plots: bool = True) -> dict:
+    """Add the runs to the leaderboard and regenerate it. Returns {added, replaced, unchanged, rows}."""
+    from filelock import FileLock, Timeout
+
+    from unlearnbench.records import atomic_write_text, write_json
+
+    leaderboard = Path(leaderboard)
+    if leaderboard.suffix != ".md":
+        raise BenchError(f"--leaderboard should be a markdown file (.md), got '{leaderboard}'")
+    new_entries = [entry_from_run(d) for d in expand_run_dirs(run_dirs)]
+    try:
+        leaderboard.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create '{leaderboard.parent}': {exc.strerror or exc}") from exc
+    try:
+        with FileLock(str(leaderboard) + ".lock", timeout=LOCK_TIMEOUT_SECONDS):
+            board = load_board(leaderboard)
+            tasks = {e["task"] for e in new_entries} | ({board["task"]} if board.get("task") else set())
+            if len(tasks) > 1:
+                raise BenchError(f"one leaderboard holds one task; these runs are for {', '.join(sorted(tasks))}")
+            # One entry per (row, seed): a newer run of the same configuration and seed replaces the older.
+            by_slot = {(group_key(e), e["seed"]): e for e in board["runs"]}
+            counts = {"added": 0, "replaced": 0, "unchanged": 0}
+            for entry in new_entries:
+                slot = (group_key(entry), entry["seed"])
+                old = by_slot.get(slot)
+                counts["added" if old is None else "unchanged" if old["key"] == entry["key"] else "replaced"] += 1
+                by_slot[slot] = entry
+            entries = sorted(by_slot.values(), key=lambda e: e["key"])
+            task = tasks.pop()
+            markdown = render_markdown(task, entries, leaderboard, plots)
+            if plots:
+                from unlearnbench.plots import write_leaderboard_plots
+
+                write_leaderboard_plots(task, entries, plot_dir(leaderboard))
+            board = {"format": FORMAT_VERSION, "task": task, "generated_by": "unlearnbench publish",
+                     "markdown_sha256": hashlib.sha256(markdown.encode("utf-8")).hexdigest(), "runs": entries}
+            # The records first: if the markdown write then fails, the next publish regenerates it.
+            write_json(records_path(leaderboard), board)
+            atomic_write_text(leaderboard, markdown)
+    except Timeout:
+        raise BenchError(f"another publish has held '{leaderboard}.lock' for {LOCK_TIMEOUT_SECONDS} s; try again") from None
+    counts["rows"] = len(measured_rows(entries))
+    return counts
+
+
+def plot_dir(leaderboard: Path) -> Path:
+    return leaderboard.parent / leaderboard.stem
+
+
+# --- the markdown ----------------------------------------------------------------------------
+
+
+def compute_cell(entries: list[dict], field: str, scale: float, digits: int) -> str:
+    from unlearnbench.stats import summarize
+
+    return summarize([e["compute"][field] for e in entries]).format(scale, digits)
+
+
+def short_hash(entry: dict) -> str:
+    return entry["sha256"]["metrics.json"][:12]
+
+
+def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bool) -> str:
+    from tabulate import tabulate
+
+    from unlearnbench.reported import reported_rows
+    from unlearnbench.runner import metric_cell, paper_columns
+
+    columns = paper_columns(entries[0]["metrics"])
+    headers = ["#", "source", "model", "method", "preset", "seeds", *[c[0] for c in columns],
+               "train PFLOPs", "train wall s"]
+    rows, provenance = [], []
+    for label, members in original_rows(entries):
+        rows.append([label, "measured", members[0]["model"], f"original ({members[0]['settings']['original']})", "-",
+                     ",".join(str(m["seed"]) for m in members),
+                     *[metric_cell(members, "original", split, name, scale) for _, split, name, scale in columns], "-", "-"])
+        provenance.append([label, *provenance_cells(members, original=True)])
+    for label, members in measured_rows(entries):
+        rows.append([label, "measured", members[0]["model"], members[0]["method"], members[0]["preset"],
+                     ",".join(str(m["seed"]) for m in members),
+                     *[metric_cell(members, "unlearned", split, name, scale) for _, split, name, scale in columns],
+                     compute_cell(members, "train_flops", 1e-15, 3), compute_cell(members, "train_wall_seconds", 1, 0)])
+        provenance.append([label, *provenance_cells(members)])
+    reported = reported_rows(task)
+    for row in reported:
+        rows.append(["-", "reported (paper)", row["model"], row["method"], "paper", "-",
+                     *[metric_cell([row], "unlearned", split, name, scale) for _, split, name, scale in columns], "-", "-"])
+
+    judges = entries[0]["judges"]
+    lines = [
+        f"# Leaderboard: {task}",
+        "",
+        "Generated by `unlearnbench publish` from run records; do not edit by hand (publish refuses to "
+        f"overwrite a hand-edited file). Every measured row lists its runs and the sha256 of each run's "
+        f"`metrics.json` under Provenance; `{records_path(leaderboard).name}` holds the published numbers "
+        "and the hash of every record file.",
+        "",
+        "- **measured**: runs of this suite. `O` rows are the models before unlearning, `M` rows after.",
+        "- **reported (paper)**: numbers the paper reports (Yao, Xu, Liu 2023) for its models and judges, "
+        "which differ from ours; context, not a like-for-like comparison.",
+        "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "
+        "NM: not meaningful (the paper's mark for fluency of degenerate output); -: not measured.",
+        "",
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
+        "",
+    ]
+    if reported:
+        lines += [f"Reported rows: {reported[0]['source']}. The paper's 'GA+Mismatch' is `unlearn`.", ""]
+    lines += ["Judges of the measured rows:", "", *[f"- {metric}: {judge}" for metric, judge in judges.items()], ""]
+    if plots:
+        folder = plot_dir(leaderboard).name
+        lines += ["## Plots", "",
+                  f"![loss terms against step]({folder}/training_curves.png)", "",
+                  f"![each metric before and after]({folder}/before_after.png)", "",
+                  f"![forget metric against training compute]({folder}/forget_vs_compute.png)", ""]
+    lines += ["## Provenance", "",
+              tabulate(provenance, headers=["#", "data (source: hashes)", "settings", "git commit", "hardware",
+                                            "runs (run id: metrics.json sha256)"], tablefmt="github", disable_numparse=True),
+              ""]
+    return "\n".join(lines)
+
+
+def provenance_cells(members: list[dict], original: bool = False) -> list[str]:
+    first = members[0]
+    data = f"{first['data']['source']}: " + ", ".join(f"{k} {v.removeprefix('sha256:')}" for k, v in sorted(first["data"]["hashes"].items()))
+    hyper = first["settings"]["hyper"]
+    if original:  # the model before training: only what shaped its evaluation
+        settings = f"original={first['settings']['original']}"
+    else:
+        settings = ", ".join(f"{k}={hyper[k]}" for k in ("steps", "lr", "batch_size") if k in hyper)
+        extra = {k: v for k, v in hyper.items() if k.endswith("_weight") or k in ("beta", "mismatch_k", "faithful")}
+        settings += "".join(f", {k}={v}" for k, v in sorted(extra.items()))
+    settings += f", template={first['settings']['template']}, limit={first['settings']['limit']}"
+    commits = sorted({(m["git_commit"] or "unknown")[:12] + ("-dirty" if (m["git_commit"] or "").endswith("-dirty") else "")
+                      for m in members})
+    hardware = sorted({m["hardware"] for m in members})
+    runs = "<br>".join(f"{m['run_id']}: {short_hash(m)}" for m in members)
+    return [data, settings, ", ".join(commits), "; ".join(hardware), runs]

@@ -1,0 +1,153 @@
+"""The leaderboard's plots (matplotlib, written as PNG next to the markdown):
+
+    training_curves.png    every loss term against step, one panel per term, one line per row
+                           (the mean over seeds, shaded between the lowest and highest seed)
+    before_after.png       each Table-3 metric for the original and after each method (mean, 95% CI bars)
+    forget_vs_compute.png  the forget metric on unlearned prompts against training FLOPs, one point per row
+
+The PNGs carry no timestamp or version, so that publishing the same records twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from unlearnbench.records import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _row_label(label: str, members: list[dict]) -> str:
+    """The leaderboard row id first, so that a plot and the table name a row alike."""
+    first = members[0]
+    return f"{label} {first['method']} ({first['model']}, {len(members)} seed{'s' if len(members) > 1 else ''})"
+
+
+def write_leaderboard_plots(task: str, entries: list[dict], folder: Path) -> None:
+    from unlearnbench.errors import BenchError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create '{folder}': {exc.strerror or exc}") from exc
+    training_curves(task, entries, folder / "training_curves.png")
+    before_after(task, entries, folder / "before_after.png")
+    forget_vs_compute(task, entries, folder / "forget_vs_compute.png")
+
+
+def training_curves(task: str, entries: list[dict], path: Path) -> None:
+    import numpy as np
+
+    from unlearnbench.leaderboard import measured_rows
+
+    plt = _pyplot()
+    rows = measured_rows(entries)
+    terms = sorted({k for e in entries for point in e["train_curve"] for k in point if k != "step"},
+                   key=lambda t: (t != "total", t))
+    if not terms:
+        terms = ["total"]
+    columns = min(3, len(terms))
+    fig, axes = plt.subplots((len(terms) + columns - 1) // columns, columns, figsize=(4.2 * columns, 3.2 * ((len(terms) + columns - 1) // columns)),
+                             squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        for label, members in rows:
+            curves = [[(p["step"], p[term]) for p in m["train_curve"] if term in p] for m in members]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            steps = np.array([s for s, _ in curves[0][:length]])
+            values = np.array([[v for _, v in c[:length]] for c in curves])
+            line, = ax.plot(steps, values.mean(0), label=_row_label(label, members), linewidth=1.4)
+            if len(curves) > 1:
+                ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(term)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(terms):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(labels) // 3)))
+    fig.suptitle(f"{task}: loss terms during training (mean over seeds; band: min–max)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def before_after(task: str, entries: list[dict], path: Path) -> None:
+    from unlearnbench.leaderboard import measured_rows, original_rows
+    from unlearnbench.runner import paper_columns
+    from unlearnbench.stats import summarize
+
+    plt = _pyplot()
+    columns = paper_columns(entries[0]["metrics"])
+    bars = ([(f"{label} original", "original", m) for label, m in original_rows(entries)]
+            + [(_row_label(label, m), "unlearned", m) for label, m in measured_rows(entries)])
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns) + 1, 3.6), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (header, split, name, scale) in zip(axes.flat, columns):
+        for index, (label, phase, members) in enumerate(bars):
+            summary = summarize([m["metrics"][phase][split][name]["value"] for m in members
+                                 if name in m["metrics"].get(phase, {}).get(split, {})])
+            if summary.mean is None:
+                continue
+            ax.bar(index, summary.mean * scale, yerr=None if summary.half_width is None else summary.half_width * scale,
+                   color=colours[index % len(colours)], capsize=3, label=label)
+        ax.set_title(header, fontsize=9)
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(f"{task}: before and after unlearning (mean, 95% CI over seeds)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def forget_vs_compute(task: str, entries: list[dict], path: Path) -> None:
+    from unlearnbench.leaderboard import measured_rows, original_rows
+    from unlearnbench.runner import paper_columns
+    from unlearnbench.stats import summarize
+
+    plt = _pyplot()
+    header, split, name, scale = paper_columns(entries[0]["metrics"])[0]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, members in original_rows(entries):
+        before = summarize([m["metrics"]["original"][split][name]["value"] for m in members])
+        if before.mean is not None:
+            ax.axhline(before.mean * scale, color="grey", linestyle="--", linewidth=1, label=f"{label} original")
+    spans = []
+    for label, members in measured_rows(entries):
+        rate = summarize([m["metrics"]["unlearned"][split][name]["value"] for m in members])
+        flops = summarize([m["compute"]["train_flops"] for m in members])
+        if rate.mean is None or not flops.mean:
+            continue
+        spans.append(flops.mean)
+        ax.errorbar(flops.mean, rate.mean * scale, yerr=None if rate.half_width is None else rate.half_width * scale,
+                    fmt="o", capsize=3, label=_row_label(label, members))
+    if spans and max(spans) > 10 * min(spans):  # a log axis only where compute spans orders of magnitude
+        ax.set_xscale("log")
+    elif spans:  # from zero, so that near-equal compute does not look spread out
+        ax.set_xlim(0, max(spans) * 1.15)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    ax.set_xlabel("training compute (FLOPs, estimated from parameters × tokens)")
+    ax.set_ylabel(header)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{task}: forget metric against compute")
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,55 @@
+"""Negative Preference Optimization (Zhang, Lin, Bai, Mei 2024, arXiv 2404.05868), with a KL anchor.
+
+    L = (2/β) · mean_b log(1 + (π_θ(y_b|x_b) / π_o(y_b|x_b))^β)      push forget answers below the original
+        + ε3 · KL(θo‖θ) on normal answers                              stay close to the original
+
+where π(y|x) is the whole answer's likelihood (methods/terms.py answer_log_likelihood) and π_o
+the frozen original. Written as −(2/β)·log σ(−β·log-ratio), the numerically stable form of the same
+number. As β → 0 the forget term tends to plain gradient ascent's gradient; unlike GA it is
+bounded below (by 0), so it cannot run away once the forget answers are unlikely.
+
+This file is CONTRIBUTING.md's worked example of adding a method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from unlearnbench.errors import BenchError
+from unlearnbench.methods import Method, TrainConfig
+from unlearnbench.methods.terms import answer_log_likelihood, forward_kl
+
+
+@dataclass
+class NPOConfig(TrainConfig):
+    beta: float = 0.1  # β, the NPO paper's default
+    normal_weight: float = 1.0  # ε3; 0 is NPO alone
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.beta > 0 and self.beta < float("inf")):
+            raise BenchError(f"beta must be a positive finite number, got {self.beta}")
+        if not (self.normal_weight >= 0 and self.normal_weight < float("inf")):
+            raise BenchError(f"normal_weight must be finite and >= 0, got {self.normal_weight}")
+
+
+class NPO(Method):
+    name = "npo"
+    Config = NPOConfig
+    uses = ("forget", "normal")
+    needs_reference = True  # the original's likelihood of each forget answer
+
+    def loss(self, model, step, reference) -> dict:
+        c = self.config
+        forget = step.forget
+        log_ratio = (answer_log_likelihood(model(input_ids=forget.input_ids, attention_mask=forget.attention_mask).logits, forget)
+                     - answer_log_likelihood(reference(forget), forget))
+        npo = -(2.0 / c.beta) * F.logsigmoid(-c.beta * log_ratio).mean()
+        terms = {"npo": npo, "log_ratio": log_ratio.mean().detach()}
+        total = npo
+        if c.normal_weight > 0:
+            terms["normal_kl"] = forward_kl(model, reference, step.normal)
+            total = total + c.normal_weight * terms["normal_kl"]
+        return {"total": total, **terms}

@@ -1,0 +1,223 @@
+"""Multi-seed runs, their confidence intervals, and leaderboards published from run records."""
+
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from unlearnbench.errors import BenchError
+from unlearnbench.multiseed import parse_seeds
+from unlearnbench.stats import summarize
+
+
+def cli(*args, timeout=600):
+    env = {**os.environ, "UNLEARNBENCH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "unlearnbench.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def popen_cli(*args):
+    env = {**os.environ, "UNLEARNBENCH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def test_mean_and_95_percent_interval_match_hand_computation():
+    # values 1, 2, 3: mean 2, s = 1, t(0.975, 2) = 4.302652729749464 (tables), half-width t·s/√3
+    summary = summarize([1.0, 2.0, 3.0])
+    assert summary.mean == pytest.approx(2.0)
+    assert summary.half_width == pytest.approx(4.302652729749464 / math.sqrt(3), rel=1e-12)
+    assert summary.n == 3
+    assert summary.format() == "2.000 ± 2.484"
+    # two values 0.2, 0.4: s = √0.02, t(0.975, 1) = 12.706204736174698
+    two = summarize([0.2, 0.4])
+    assert two.half_width == pytest.approx(12.706204736174698 * math.sqrt(0.02) / math.sqrt(2), rel=1e-12)
+    assert two.format(scale=100, digits=1) == "30.0 ± 127.1"
+
+
+def test_one_value_has_no_interval_and_unmeasurable_values_are_left_out():
+    assert summarize([0.25]).format(100, 1) == "25.0"
+    assert summarize([None, 0.5, float("nan")]).n == 1
+    assert summarize([None]).format() == "NM"
+
+
+@pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), ("0-2", [0, 1, 2]), ("3, 7", [3, 7]), ("0-1,5", [0, 1, 5])])
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "1,1", "0-1,1", "-1", "1.5"])
+def test_parse_seeds_refuses_bad_lists(text):
+    with pytest.raises(BenchError, match="--seeds"):
+        parse_seeds(text)
+
+
+# --- multi-seed runs through the CLI ---------------------------------------------------------
+
+TINY = ("--steps", "2", "--limit", "2", "--original", "base", "--checkpoint-every", "0")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    """A real `--seeds 0,1` group and one single-seed run of another method, on the tiny Llama."""
+    root = tmp_path_factory.mktemp("runs")
+    group = cli("run", "--method", "unlearn", "--model", str(tiny_model_dir), *TINY, "--seeds", "0,1",
+                "--output-dir", str(root), "--run-name", "group")
+    assert group.returncode == 0, group.stderr
+    single = cli("run", "--method", "ga", "--model", str(tiny_model_dir), *TINY, "--seed", "0",
+                 "--output-dir", str(root), "--run-name", "ga-s0")
+    assert single.returncode == 0, single.stderr
+    return root, group.stdout
+
+
+def test_seeds_run_each_seed_and_summarise_with_intervals(runs):
+    root, stdout = runs
+    group = root / "group"
+    assert sorted(p.name for p in group.iterdir()) == ["README.md", "seed-0", "seed-1", "summary.json"]
+    summary = json.loads((group / "summary.json").read_text())
+    assert summary["status"] == {"0": "completed", "1": "completed"}
+    per_seed = [json.loads((group / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert [json.loads((group / f"seed-{s}" / "config.json").read_text())["config"]["seed"] for s in (0, 1)] == [0, 1]
+    for phase in ("original", "unlearned"):
+        values = [r["metrics"][phase]["unlearned"]["hallucination_rate"]["value"] for r in per_seed]
+        cell = summary["metrics"][phase]["unlearned"]["hallucination_rate"]
+        assert cell["values"] == values and cell["n"] == 2
+        assert cell["mean"] == pytest.approx(sum(values) / 2)
+        assert cell["ci95"] == pytest.approx(12.706204736174698 * abs(values[0] - values[1]) / 2, abs=1e-12)
+    assert "mean ± 95% CI, 2 seeds" in stdout and "2 of 2 seeds completed" in stdout
+    assert "Table 3" in (group / "README.md").read_text()
+
+
+def test_seeds_with_seed_is_refused(tmp_path):
+    result = cli("run", "--seeds", "0,1", "--seed", "3", "--output-dir", str(tmp_path))
+    assert result.returncode == 2 and "not both" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and re.fullmatch(r"[OM]\d+", cells[0]) and cells[1] == "measured":
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_publish_traces_every_number_to_a_run_record(runs, tmp_path):
+    root, _ = runs
+    board = tmp_path / "boards" / "hallucination.md"
+    result = cli("publish", str(root / "group"), str(root / "ga-s0"), "--leaderboard", str(board))
+    assert result.returncode == 0, result.stderr
+    assert "3 run(s) added" in result.stdout and "2 measured row(s)" in result.stdout
+    markdown = board.read_text()
+    rows = table_rows(markdown)
+    header = next(line for line in markdown.splitlines() if line.startswith("| #"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rate = columns.index("halluc. % unlearned ↓")
+
+    records = {s: json.loads((root / "group" / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)}
+    ga = json.loads((root / "ga-s0" / "metrics.json").read_text())
+    unlearn_row = next(r for r in rows.values() if r[3] == "unlearn")
+    ga_row = next(r for r in rows.values() if r[3] == "ga")
+    assert unlearn_row[5] == "0,1" and ga_row[5] == "0"
+    values = [records[s]["metrics"]["unlearned"]["unlearned"]["hallucination_rate"]["value"] for s in (0, 1)]
+    assert unlearn_row[rate] == summarize(values).format(100, 1)
+    assert ga_row[rate] == f"{ga['metrics']['unlearned']['unlearned']['hallucination_rate']['value'] * 100:.1f}"
+    # The original is counted once per seed, though two methods ran on seed 0.
+    original_row = next(r for r in rows.values() if r[3].startswith("original"))
+    assert original_row[5] == "0,1"
+
+    # Provenance: each run's id and the hash of its metrics.json, the commit and the hardware.
+    for path in (root / "group" / "seed-0", root / "group" / "seed-1", root / "ga-s0"):
+        digest = hashlib.sha256((path / "metrics.json").read_bytes()).hexdigest()
+        assert f"{path.name}: {digest[:12]}" in markdown
+    sidecar = json.loads(board.with_suffix(".records.json").read_text())
+    assert {e["sha256"]["metrics.json"] for e in sidecar["runs"]} == {
+        hashlib.sha256((p / "metrics.json").read_bytes()).hexdigest()
+        for p in (root / "group" / "seed-0", root / "group" / "seed-1", root / "ga-s0")}
+    assert "reported (paper)" in markdown and "| measured" in markdown
+    assert "| 58.5 " in markdown  # OPT-1.3B original hallucination rate, paper.md §4.3
+    for png in ("training_curves.png", "before_after.png", "forget_vs_compute.png"):
+        assert (board.parent / "hallucination" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(hallucination/{png})" in markdown
+
+
+def test_publish_is_idempotent_and_refuses_hand_edits(runs, tmp_path):
+    root, _ = runs
+    board = tmp_path / "hallucination.md"
+    assert cli("publish", str(root / "group"), "--leaderboard", str(board)).returncode == 0
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    again = cli("publish", str(root / "group" / "seed-1"), str(root / "group"), "--leaderboard", str(board))
+    assert again.returncode == 0 and "0 run(s) added" in again.stdout and "2 already published" in again.stdout
+    assert {p: p.read_bytes() for p in snapshot} == snapshot
+
+    board.write_text(board.read_text().replace("measured", "MEASURED", 1))
+    edited = board.read_bytes()
+    refused = cli("publish", str(root / "ga-s0"), "--leaderboard", str(board))
+    assert refused.returncode == 2 and "edited by hand" in refused.stderr and "Traceback" not in refused.stderr
+    assert board.read_bytes() == edited
+
+
+def test_concurrent_publishes_keep_both_rows(runs, tmp_path):
+    """Both publishers start while the lock is held, then race for it the moment it is released."""
+    from filelock import FileLock
+
+    root, _ = runs
+    board = tmp_path / "hallucination.md"
+    lock = FileLock(str(board) + ".lock")
+    lock.acquire()
+    try:
+        first = popen_cli("publish", str(root / "group"), "--leaderboard", str(board))
+        second = popen_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board))
+        time.sleep(8)  # both have started and are waiting on the lock
+        assert first.poll() is None and second.poll() is None
+        assert not board.exists()
+    finally:
+        lock.release()
+    for process in (first, second):
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    rows = table_rows(board.read_text())
+    assert sorted(r[3] for r in rows.values() if r[0].startswith("M")) == ["ga", "unlearn"]
+    assert len(json.loads(board.with_suffix(".records.json").read_text())["runs"]) == 3
+
+
+def test_publish_refuses_bad_input_with_one_line(runs, tmp_path):
+    root, _ = runs
+    (tmp_path / "hand.md").write_text("# my table\n")
+    cases = [
+        ((str(tmp_path / "nowhere"), "--leaderboard", str(tmp_path / "a.md")), "not a run folder"),
+        ((str(root / "group"), "--leaderboard", str(tmp_path / "hand.md")), "not written by publish"),
+        ((str(root / "group"), "--leaderboard", str(tmp_path / "board.txt")), "markdown file"),
+    ]
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    record = json.loads((root / "ga-s0" / "metrics.json").read_text())
+    (unfinished / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    (unfinished / "config.json").write_text((root / "ga-s0" / "config.json").read_text())
+    cases.append(((str(unfinished), "--leaderboard", str(tmp_path / "b.md")), "only completed runs"))
+    other_task = tmp_path / "other-task"
+    other_task.mkdir()
+    (other_task / "metrics.json").write_text((root / "ga-s0" / "metrics.json").read_text())
+    saved = json.loads((root / "ga-s0" / "config.json").read_text())
+    saved["config"]["task"] = "harmful"
+    (other_task / "config.json").write_text(json.dumps(saved))
+    cases.append(((str(root / "ga-s0"), str(other_task), "--leaderboard", str(tmp_path / "c.md")), "one task"))
+    for args, message in cases:
+        result = cli("publish", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (tmp_path / "hand.md").read_text() == "# my table\n"
+    assert not any((tmp_path / name).exists() for name in ("a.md", "b.md", "c.md"))
