@@ -90,7 +90,8 @@ def cli():
               help="auto | chat | paper ('### Question: ... ### Answer: ') | plain (text continuation)")
 @click.option("--original", default="auto", show_default=True,
               help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
-@click.option("--backend", default="hf", show_default=True, help="generation backend")
+@click.option("--backend", default="hf", show_default=True,
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | auto (vllm where it can run, else hf)")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
 @click.option("--utility-judge", default="similarity", show_default=True,
               help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
@@ -214,9 +215,12 @@ def _quiet_libraries():
 @click.option("--similarity-judge", default="embedding", show_default=True)
 @click.option("--max-new-tokens", type=int)
 @click.option("--trust-remote-code", is_flag=True)
+@click.option("--backend", default="hf", show_default=True,
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | auto (vllm where it can run, else hf)")
 def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
-             similarity_judge, max_new_tokens, trust_remote_code):
+             similarity_judge, max_new_tokens, trust_remote_code, backend):
     """Score an existing model on TASK without training (a model unlearned elsewhere)."""
+    from unlearnbench.generation import choose_backend
     from unlearnbench.records import load_json
     from unlearnbench.runner import RunConfig, comparison_table, evaluate_model
 
@@ -224,7 +228,8 @@ def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, te
     config = RunConfig(method="eval", task=task, model=model, data=data, seed=seed, limit=limit, output_dir=output_dir,
                        run_name=run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{task}-eval-s{seed}", template=template,
                        harm_judge=harm_judge, utility_judge=utility_judge, similarity_judge=similarity_judge,
-                       max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code)
+                       max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code,
+                       backend=choose_backend(backend))
     if max_new_tokens is not None and max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     run_dir = evaluate_model(config, reference)
@@ -275,6 +280,54 @@ def list_entries():
         rows.append(["model", name, "embedded", f"{embedded.upstream_id} (GGUF from {embedded.package})"])
     rows.append(["model", "<org/name>", "hub", "any causal LM hub id or local directory"])
     click.echo(tabulate(rows, headers=["kind", "name", "origin", "where"], tablefmt="simple"))
+
+
+@cli.command(name="check-backends")
+@click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
+@click.option("--task", default="hallucination", show_default=True, help="prompts from this task's unlearned evaluation set")
+@click.option("--limit", type=int, default=32, show_default=True, help="number of prompts")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None,
+              help="hf: HF batched vs HF one at a time; vllm: HF batched vs vLLM  [default: vllm if it can run, else hf]")
+@click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="batch size of the batched HF path")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
+              help="weights of both paths; auto = each generator's own choice (bf16 where the hardware runs it fast)  "
+                   "[default: float32 with --backend hf, which isolates the batching logic (bf16 decoding depends on "
+                   "batch shape, README); auto with vllm]")
+@click.option("--min-identical", type=float, default=1.0, show_default=True,
+              help="fraction of identical outputs needed to pass (exit 1 below it)")
+@click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
+@click.option("--seed", type=int, default=0, show_default=True, help="the split seed")
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the report as JSON to this file")
+@click.option("--trust-remote-code", is_flag=True)
+def check_backends(model, task, limit, backend, max_new_tokens, batch_size, dtype, min_identical, data, seed, output,
+                   trust_remote_code):
+    """Check that two generation paths give the same greedy outputs and metrics on the same prompts."""
+    from pathlib import Path
+
+    from unlearnbench.check_backends import CheckOptions, check, report_table
+    from unlearnbench.records import write_json
+
+    _quiet_libraries()
+    if dtype is None:
+        from unlearnbench.generation import choose_backend
+
+        dtype = "float32" if (backend or choose_backend("auto")) == "hf" else "auto"
+    options = CheckOptions(model=model, task=task, limit=limit, backend=backend, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, dtype=dtype, min_identical=min_identical, data=data, seed=seed,
+                           trust_remote_code=trust_remote_code)
+    report = check(options)
+    click.echo(report_table(report))
+    for example in report["examples"][:2]:
+        first, second = (p["name"] for p in report["paths"])
+        click.echo(f"  differs on prompt {example['index']}: {example['question']!r}\n"
+                   f"    {first}: {example[first]!r}\n    {second}: {example[second]!r}")
+    if output:
+        write_json(Path(output), report)
+        click.echo(f"report: {output}")
+    click.echo(report["verdict"])
+    if not report["passed"]:
+        sys.exit(1)  # the verdict line says why
 
 
 def _interrupt(signum, frame):

@@ -42,6 +42,7 @@ _BUILTINS: dict[str, dict[str, str]] = {
     },
     "generator": {
         "hf": "unlearnbench.generation.hf:HFGenerator",
+        "vllm": "unlearnbench.generation.vllm:VLLMGenerator",  # imports vllm itself only when used
     },
     "judge": {
         "minilm-bertscore": "unlearnbench.metrics.judges:TokenSimilarityJudge",

@@ -56,7 +56,8 @@ def resolve_config(config: RunConfig):
     """Check every name and number before anything slow happens."""
     task = registry.get("task", config.task)()
     method_cls = registry.get("method", config.method)
-    registry.get("generator", config.backend)
+    from unlearnbench.generation import choose_backend  # "auto" becomes vllm or hf; the record keeps which
+    config = dataclasses.replace(config, backend=choose_backend(config.backend))
     preset = resolve_preset(config.preset, config.model, config.task, config.method)
     # Precedence: the method's dataclass defaults < a named preset < the user's flags.
     hyper = {**preset["hyper"], **config.hyper, "seed": config.seed}

@@ -32,7 +32,7 @@ class MetricResult:
 class Metric:
     name = "base"
     higher_is_better = True
-    judge_kind: str | None = None  # "similarity", "utility", "lm" or None
+    judge_kind: str | None = None  # "similarity", "utility", "lm", "harm", "original_similarity" or None
 
     def compute(self, outputs: list[str], refs: list[dict], judge=None) -> MetricResult:
         raise NotImplementedError

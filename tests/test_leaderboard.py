@@ -221,3 +221,27 @@ def test_publish_refuses_bad_input_with_one_line(runs, tmp_path):
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (tmp_path / "hand.md").read_text() == "# my table\n"
     assert not any((tmp_path / name).exists() for name in ("a.md", "b.md", "c.md"))
+
+
+def test_a_diverging_seed_is_recorded_and_the_others_still_run(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from unlearnbench.cli import main
+    from unlearnbench.methods.unlearn import Unlearn
+
+    real = Unlearn.loss
+
+    def nan_on_seed_0(self, model, step, reference):
+        terms = real(self, model, step, reference)
+        if self.config.seed == 0:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+    monkeypatch.setattr(Unlearn, "loss", nan_on_seed_0)
+    monkeypatch.setenv("UNLEARNBENCH_QUIET", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--model", str(tiny_model_dir), *TINY, "--seeds", "0,1", "--output-dir", str(tmp_path), "--run-name", "g"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "1 of 2 seeds did not complete" in err and "seed 0" in err and "non-finite" in err
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["status"] == {"0": "diverged", "1": "completed"} and summary["runs"] == ["seed-1"]
+    assert summary["metrics"]["unlearned"]["unlearned"]["hallucination_rate"]["n"] == 1
+    assert json.loads((tmp_path / "g" / "seed-0" / "metrics.json").read_text())["status"] == "diverged"

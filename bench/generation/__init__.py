@@ -45,3 +45,32 @@ class Generator:
     def describe(self) -> dict:
         """What produced the outputs, for the run record."""
         return {"backend": self.name}
+
+
+BACKENDS = ("hf", "vllm", "auto")
+
+
+def vllm_installed() -> bool:
+    """Whether `import vllm` can find a module, without importing it (vllm imports take seconds)."""
+    import importlib.util
+    import sys
+
+    if "vllm" in sys.modules:  # imported already, or a stand-in put there (find_spec raises without a spec)
+        return sys.modules["vllm"] is not None
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def choose_backend(name: str) -> str:
+    """The generator to use for --backend NAME: `auto` is vllm where it can run (vllm installed and a
+    CUDA device visible), else hf; any other name is checked against the registry (did-you-mean error)."""
+    from unlearnbench import registry
+
+    if name == "auto":
+        import torch
+
+        name = "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
+    registry.get("generator", name)
+    return name
