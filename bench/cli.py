@@ -123,7 +123,12 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                  and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
         if given:
             raise BenchError(f"--resume continues the run with its recorded options; drop {', '.join(given)}")
-        _run_and_report(None, resume=resume)
+        from pathlib import Path
+
+        if (Path(resume) / "summary.json").is_file():  # a --seeds group
+            _run_seeds_and_report(None, None, group=Path(resume))
+        else:
+            _run_and_report(None, resume=resume)
         return
     if seeds is not None and ctx.get_parameter_source("seed") not in (ParameterSource.DEFAULT, None):
         raise BenchError("give --seed or --seeds, not both")
@@ -148,17 +153,22 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
         _run_and_report(config)
 
 
-def _run_seeds_and_report(config, seeds_text: str):
-    from unlearnbench.multiseed import parse_seeds, run_seeds, seed_records
+def _run_seeds_and_report(config, seeds_text: str | None, group=None):
+    from unlearnbench.multiseed import parse_seeds, resume_seeds, run_seeds, seed_records
+    from unlearnbench.records import load_json
     from unlearnbench.runner import paper_table, process_state
 
-    seeds = parse_seeds(seeds_text)
     _quiet_libraries()
-    group, failures = run_seeds(config, seeds)
+    if group is None:
+        group, failures = run_seeds(config, parse_seeds(seeds_text))
+    else:
+        group, failures = resume_seeds(group)
     if not process_state().is_main_process:
         return
+    summary = load_json(group / "summary.json")
+    seeds, plan = summary["seeds"], summary["config"]
     records = seed_records(group)
-    click.echo(f"\n{config.method} on {config.task} ({config.model}), {len(records)} of {len(seeds)} seeds completed")
+    click.echo(f"\n{plan['method']} on {plan['task']} ({plan['model']}), {len(records)} of {len(seeds)} seeds completed")
     table = paper_table(records, fmt="simple_outline") if records else ""
     if table:
         click.echo(table)

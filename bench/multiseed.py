@@ -7,7 +7,9 @@ mean and 95% confidence interval of every metric (bench/stats.py).
         README.md                 the paper table with mean ± CI, and the per-seed values
 
 A seed that fails (a NaN loss, a disk error) is recorded as such and the other seeds still run;
-the command then exits non-zero. An interruption writes the summary of what finished first.
+the command then exits non-zero. An interruption writes the summary of what finished first, and
+`run --resume GROUP` finishes the group: completed seeds are kept, unfinished ones resume from
+their checkpoints, seeds not yet started run.
 """
 
 from __future__ import annotations
@@ -37,21 +39,53 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_seeds(config, seeds: list[int]) -> tuple[Path, list[str]]:
     """Run `config` once per seed; returns the group folder and one line per failed seed."""
-    from unlearnbench.runner import make_run_dir, resolve_config, run
+    from unlearnbench.runner import _shared_run_dir, process_state, resolve_config
 
     resolve_config(config)  # every name and number is checked before the group folder exists
     group_name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.task}-{config.method}-seeds{'_'.join(map(str, seeds))}"
-    group = make_run_dir(dataclasses.replace(config, run_name=group_name))
+    group = _shared_run_dir(dataclasses.replace(config, run_name=group_name), process_state())
+    config = dataclasses.replace(config, output_dir=str(group), run_name=None)
+    if process_state().is_main_process:
+        write_summary(group, seeds, config)  # from the start, so that `--resume GROUP` knows the plan
+    return group, _run_each(group, config, seeds)
+
+
+def resume_seeds(group: Path) -> tuple[Path, list[str]]:
+    """`run --resume GROUP`: finish the seeds of a group that did not complete, with the recorded config."""
+    from unlearnbench.records import load_json
+    from unlearnbench.runner import RunConfig
+
+    summary = load_json(group / "summary.json", required=("seeds", "config"))
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig(**{k: v for k, v in summary["config"].items() if k in known})
+    config = dataclasses.replace(config, output_dir=str(group), run_name=None)
+    return group, _run_each(group, config, summary["seeds"])
+
+
+def _run_each(group: Path, config, seeds: list[int]) -> list[str]:
+    """Run (or resume) every seed that has not completed; one line per seed that fails."""
+    from unlearnbench.records import load_json
+    from unlearnbench.runner import process_state, run
+
     failures: list[str] = []
     try:
         for seed in seeds:
+            seed_dir = group / f"seed-{seed}"
             try:
-                run(dataclasses.replace(config, seed=seed, output_dir=str(group), run_name=f"seed-{seed}"))
+                if (seed_dir / "metrics.json").is_file():
+                    if load_json(seed_dir / "metrics.json").get("status") == "completed":
+                        continue
+                    run(resume=seed_dir)
+                else:
+                    if seed_dir.is_dir() and not any(seed_dir.iterdir()):
+                        seed_dir.rmdir()  # claimed but never written: reclaim the name
+                    run(dataclasses.replace(config, seed=seed, run_name=seed_dir.name))
             except BenchError as exc:  # includes a diverged run; its folder records the status
                 failures.append(f"seed {seed}: {exc}")
     finally:
-        write_summary(group, seeds)
-    return group, failures
+        if process_state().is_main_process:
+            write_summary(group, seeds, config)
+    return failures
 
 
 def seed_records(group: Path) -> list[dict]:
@@ -86,7 +120,7 @@ def metric_summaries(records: list[dict]) -> dict:
     return out
 
 
-def write_summary(group: Path, seeds: list[int]) -> None:
+def write_summary(group: Path, seeds: list[int], config) -> None:
     from unlearnbench.records import atomic_write_text, load_json, write_json
     from unlearnbench.runner import paper_table
 
@@ -95,7 +129,8 @@ def write_summary(group: Path, seeds: list[int]) -> None:
         record_file = group / f"seed-{seed}" / "metrics.json"
         statuses[str(seed)] = load_json(record_file).get("status", "unknown") if record_file.is_file() else "not started"
     records = seed_records(group)
-    summary = {"seeds": seeds, "status": statuses, "runs": [f"seed-{r['config']['seed']}" for r in records],
+    recorded = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "run_name")}
+    summary = {"seeds": seeds, "config": recorded, "status": statuses, "runs": [f"seed-{r['config']['seed']}" for r in records],
                "confidence": 0.95, "interval": "Student t, mean ± t(0.975, n-1)·s/√n",
                "metrics": metric_summaries(records) if records else {}}
     write_json(group / "summary.json", summary)

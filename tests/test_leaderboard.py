@@ -245,3 +245,36 @@ def test_a_diverging_seed_is_recorded_and_the_others_still_run(tmp_path, tiny_mo
     assert summary["status"] == {"0": "diverged", "1": "completed"} and summary["runs"] == ["seed-1"]
     assert summary["metrics"]["unlearned"]["unlearned"]["hallucination_rate"]["n"] == 1
     assert json.loads((tmp_path / "g" / "seed-0" / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_an_interrupted_group_resumes_only_what_did_not_complete(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from unlearnbench.cli import main
+    from unlearnbench.methods.unlearn import Unlearn
+
+    real = Unlearn.loss
+    calls = {"seed 1": 0}
+
+    def interrupt_seed_1_once(self, model, step, reference):
+        if self.config.seed == 1:
+            calls["seed 1"] += 1
+            if calls["seed 1"] == 2:
+                raise KeyboardInterrupt
+        return real(self, model, step, reference)
+    monkeypatch.setattr(Unlearn, "loss", interrupt_seed_1_once)
+    monkeypatch.setenv("UNLEARNBENCH_QUIET", "1")
+    args = ["--model", str(tiny_model_dir), "--steps", "2", "--limit", "2", "--original", "base", "--checkpoint-every", "1"]
+    with pytest.raises(SystemExit) as first:
+        main(["run", *args, "--seeds", "0-2", "--output-dir", str(tmp_path), "--run-name", "g"])
+    assert first.value.code == 130
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["status"] == {"0": "completed", "1": "interrupted", "2": "not started"}
+    seed_0 = (tmp_path / "g" / "seed-0" / "metrics.json").read_bytes()
+
+    capsys.readouterr()
+    main(["run", "--resume", str(tmp_path / "g")])  # returns normally on success
+    assert "3 of 3 seeds completed" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["status"] == {"0": "completed", "1": "completed", "2": "completed"}
+    assert (tmp_path / "g" / "seed-0" / "metrics.json").read_bytes() == seed_0  # kept, not rerun
+    assert json.loads((tmp_path / "g" / "seed-1" / "metrics.json").read_text())["resumed"]
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["README.md", "seed-0", "seed-1", "seed-2", "summary.json"]
