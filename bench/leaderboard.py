@@ -81,7 +81,9 @@ def entry_from_run(run_dir: Path) -> dict:
     train = record.get("compute", {}).get("train", {})
     return {
         "key": files["metrics.json"][:16],
-        "run_id": record.get("run_id", run_dir.name),
+        # A --seeds member is named with its group ("group/seed-1"): "seed-1" alone names nothing.
+        "run_id": (f"{run_dir.parent.name}/{run_dir.name}" if (run_dir.parent / "summary.json").is_file()
+                   else record.get("run_id", run_dir.name)),
         "task": config["task"],
         "model": config["model"],
         "method": config["method"],

@@ -140,9 +140,10 @@ def test_publish_traces_every_number_to_a_run_record(runs, tmp_path):
     assert original_row[5] == "0,1"
 
     # Provenance: each run's id and the hash of its metrics.json, the commit and the hardware.
-    for path in (root / "group" / "seed-0", root / "group" / "seed-1", root / "ga-s0"):
+    for path, name in ((root / "group" / "seed-0", "group/seed-0"), (root / "group" / "seed-1", "group/seed-1"),
+                       (root / "ga-s0", "ga-s0")):
         digest = hashlib.sha256((path / "metrics.json").read_bytes()).hexdigest()
-        assert f"{path.name}: {digest[:12]}" in markdown
+        assert f"{name}: {digest[:12]}" in markdown
     sidecar = json.loads(board.with_suffix(".records.json").read_text())
     assert {e["sha256"]["metrics.json"] for e in sidecar["runs"]} == {
         hashlib.sha256((p / "metrics.json").read_bytes()).hexdigest()
