@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -135,6 +135,9 @@ class TrainData:
     forget: list[Pair]
     normal: list[Pair]
     mismatch_pool: list[str]
+    # (prompt, chosen, rejected): preference pairs for methods that learn from them (ppo); the
+    # harmful task fills it with (prompt, safe response, unsafe response).
+    preferences: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -271,6 +271,37 @@ def publish(run_dirs, leaderboard, no_plots):
                f"{counts['unchanged']} already published; {counts['rows']} measured row(s)")
 
 
+@cli.command()
+@click.option("--methods", default="unlearn,ga,sft,ppo", show_default=True,
+              help="comma-separated methods; 'sft' is the paper's SFT row (sft_safe: SFT on the safe responses)")
+@click.option("--task", default="harmful", show_default=True, help="task (ppo and sft need the harmful task)")
+@click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
+@click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, help="evaluate at most this many prompts per evaluation set")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="a hyper-parameter for every method that has it, or METHOD.KEY=VALUE for one, e.g. ppo.rm_steps=40")
+@click.option("--original", default="auto", show_default=True, help="auto | base | prepared (as for run)")
+@click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
+@click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--compare-id", help="folder name under --output-dir (default: time-compare-task-seed)")
+def compare(methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id):
+    """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
+    from unlearnbench.compare import compare as run_compare, parse_methods
+    from unlearnbench.records import load_json
+    from unlearnbench.runner import RunConfig
+
+    names = parse_methods(methods)
+    _quiet_libraries()
+    config = RunConfig(task=task, model=model, data=data, seed=seed, hyper=_parse_set(sets), limit=limit,
+                       original=original, max_new_tokens=max_new_tokens, output_dir=output_dir)
+    folder = run_compare(config, names, compare_id)
+    click.echo((folder / "compare.md").read_text())
+    failed = [r["method"] for r in load_json(folder / "compare.json")["rows"] if r.get("error")]
+    if failed:
+        raise BenchError(f"{', '.join(failed)} did not complete (see {folder / 'compare.md'}); the others are compared")
+
+
 @cli.command(name="list")
 def list_entries():
     """List tasks, methods, metrics, generators, judges and models."""

@@ -115,7 +115,8 @@ def combine(*parts: PhaseCompute) -> PhaseCompute:
 
 
 def total(phases: dict) -> PhaseCompute:
-    return combine(*phases.values())
+    # "train:sft" and the like are parts of "train" (a multi-stage method, ppo), already in it.
+    return combine(*(c for name, c in phases.items() if ":" not in name))
 
 
 def from_dicts(recorded: dict) -> dict:

@@ -28,7 +28,9 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "unlearn": "unlearnbench.methods.unlearn:Unlearn",
         "ga": "unlearnbench.methods.ga:GradientAscent",
         "sft": "unlearnbench.methods.sft:SupervisedFinetune",
+        "sft_safe": "unlearnbench.methods.sft:SafeSFT",
         "npo": "unlearnbench.methods.npo:NPO",
+        "ppo": "unlearnbench.methods.ppo:PPO",
     },
     "metric": {
         "hallucination_rate": "unlearnbench.metrics.hallucination_rate:HallucinationRate",

@@ -358,6 +358,8 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         torch.manual_seed(config.seed)
         with measure(compute, "data"):
             data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
+        if hasattr(method, "check_data"):  # e.g. ppo needs preference pairs: say so before anything slow
+            method.check_data(data.train)
         if previous and previous.get("data") and previous["data"].get("hashes") != data.hashes:
             raise BenchError(f"the data of {config.task}/{config.data} changed since this run started; "
                              "start a new run instead of resuming")
@@ -417,12 +419,16 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
                 result = method.fit(original, loaded.tokenizer, data.train, template, train_log.append,
                                     frozen_original=judge_model, checkpointing=checkpointing)
             finally:
+                # A multi-stage method (ppo) measures each stage itself ("train:sft", ...), kept
+                # even when a later stage fails; they are parts of "train", not added to the total.
+                compute.update({f"train:{name}": c for name, c in getattr(method, "stage_compute", {}).items()})
                 save()
             phase.tokens = result.trained_tokens + result.reference_tokens
             phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
                                          lora=method.config.lora)
         record["train"] = {**record.get("train", {}), "steps": result.steps,
-                           "trainable_parameters": result.trainable_parameters}
+                           "trainable_parameters": result.trainable_parameters,
+                           **getattr(method, "train_record", {})}  # e.g. ppo's reward-model accuracy
         save()
 
         if main:

@@ -68,8 +68,10 @@ class HarmfulTask(Task):
             "normal": EvalSet("normal", limit(normal_refs), NORMAL_METRICS),
         }
         unsafe = lambda items: Mapped(items, lambda r: Pair(r["prompt"], r["unsafe_response"]))  # noqa: E731
+        # (prompt, chosen = safe, rejected = unsafe): the RLHF baseline's preference pairs.
+        preferences = [(r["prompt"], r["safe_response"], r["unsafe_response"]) for r in train if r.get("safe_response")]
         return TaskData(
-            train=TrainData(forget=unsafe(train), normal=normal_pairs, mismatch_pool=pool),
+            train=TrainData(forget=unsafe(train), normal=normal_pairs, mismatch_pool=pool, preferences=preferences),
             eval_sets=eval_sets,
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
@@ -77,7 +79,5 @@ class HarmfulTask(Task):
                     "normal_train": len(normal_pairs), "mismatch_pool": len(pool),
                     **{f"eval_{k}": len(v.refs) for k, v in eval_sets.items()}},
             prepare_pairs=unsafe(prepare),
-            # (prompt, chosen = safe, rejected = unsafe): the RLHF baseline's preference pairs.
-            preferences=[(r["prompt"], r["safe_response"], r["unsafe_response"])
-                         for r in train if r.get("safe_response")],
+            preferences=preferences,
         )

@@ -1,0 +1,198 @@
+"""`unlearnbench compare`: several methods on the same model, data and seed, side by side with their
+training compute — the paper's RLHF comparison (paper.md §5: unlearning at ≈2% of full RLHF's time).
+
+Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; then
+
+    compare.json / compare.md   one row per method: the task's forget rate on unlearned and unseen
+                                prompts, diversity, fluency, utility, training FLOPs and wall seconds,
+                                and the compute as a % of the full ppo pipeline's (when ppo is compared)
+    compare.png                 the forget rate on unlearned prompts against training FLOPs, one point per method
+
+"sft" here is the paper's SFT row, SFT on the safe responses: the registered method `sft_safe`
+(the plain `sft` method fine-tunes on the forget pairs, the unsafe responses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from unlearnbench import registry
+from unlearnbench.errors import BenchError
+from unlearnbench.records import load_json, safe_name, write_json
+
+ALIASES = {"sft": "sft_safe"}  # the paper's SFT row trains on the safe responses
+BASELINE = "ppo"
+
+
+def parse_methods(text: str) -> list[str]:
+    """Method names, checked up front (did-you-mean), aliases resolved, duplicates refused."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise BenchError("--methods needs at least one method name, e.g. unlearn,ga,sft,ppo")
+    known = registry.REGISTRIES["method"].names()
+    resolved = []
+    for name in names:
+        target = ALIASES.get(name, name)
+        if target not in known:
+            raise BenchError(registry.unknown_name_message("method", name, sorted(set(known) | set(ALIASES))))
+        if target in resolved:
+            raise BenchError(f"--methods names '{target}' twice")
+        resolved.append(target)
+    return resolved
+
+
+def split_overrides(hyper: dict, methods: list[str]) -> dict[str, dict]:
+    """`--set key=v` goes to every method that has `key`; `--set method.key=v` to that method only."""
+    from dataclasses import fields
+
+    per_method = {m: {} for m in methods}
+    known = {m: {f.name for f in fields(registry.get("method", m).Config)} for m in methods}
+    for key, value in hyper.items():
+        prefix, dot, name = key.partition(".")
+        if dot:
+            target = ALIASES.get(prefix, prefix)
+            if target not in per_method:
+                raise BenchError(f"--set {key}: '{prefix}' is not among the compared methods ({', '.join(methods)})")
+            per_method[target][name] = value  # an unknown name is refused by the method's config
+            continue
+        takers = [m for m in methods if key in known[m]]
+        if not takers:
+            raise BenchError(f"--set {key}: none of the compared methods has this hyper-parameter")
+        for m in takers:
+            per_method[m][key] = value
+    return per_method
+
+
+def compare(base, methods: list[str], compare_id: str | None = None) -> Path:
+    """Run each method with `base` (a RunConfig: task, model, data, seed, limit...) into one folder."""
+    from unlearnbench import runner
+
+    per_method = split_overrides(base.hyper, methods)
+    # Every configuration is checked before the first (slow) run starts.
+    for m in methods:
+        runner.resolve_config(dataclasses.replace(base, method=m, hyper=per_method[m]))
+    root = Path(base.output_dir).expanduser()
+    compare_id = safe_name(compare_id or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{base.task}-s{base.seed}")
+    folder = root / compare_id
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+    except FileExistsError as exc:
+        raise BenchError(f"compare folder '{folder}' exists already: choose another --compare-id") from exc
+    except OSError as exc:
+        raise BenchError(f"cannot write to '{folder}': {exc.strerror or exc}") from exc
+    outcomes = {}
+    for m in methods:
+        config = dataclasses.replace(base, method=m, hyper=per_method[m], output_dir=str(folder), run_name=m)
+        try:
+            runner.run(config)
+            outcomes[m] = None
+        except BenchError as exc:  # diverged or failed: its record is kept and the table says so
+            outcomes[m] = str(exc)
+    write_comparison(folder, methods, outcomes)
+    return folder
+
+
+def _value(metrics: dict, phase: str, split: str, name: str):
+    return metrics.get(phase, {}).get(split, {}).get(name, {}).get("value")
+
+
+def comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
+    from unlearnbench.runner import paper_columns
+
+    records = {m: load_json(folder / m / "metrics.json") for m in methods if (folder / m / "metrics.json").is_file()}
+    with_metrics = [r for r in records.values() if r.get("metrics", {}).get("original")]
+    columns = paper_columns(with_metrics[0]["metrics"]) if with_metrics else []
+    columns = [c for c in columns if c[2] != "similarity_to_original"]
+    base = records.get(BASELINE, {}).get("compute", {}).get("train", {})
+    rows = []
+    if with_metrics:
+        first = with_metrics[0]
+        rows.append({"method": f"original ({first.get('original', {}).get('kind', '?')})", "status": "-",
+                     "metrics": {h: _value(first["metrics"], "original", s, n) for h, s, n, _ in columns}})
+    for m in methods:
+        record = records.get(m, {})
+        train = record.get("compute", {}).get("train", {})
+        flops, wall = train.get("flops"), train.get("wall_seconds")
+        row = {"method": m, "status": record.get("status", "missing"), "error": outcomes.get(m),
+               "metrics": {h: _value(record.get("metrics", {}), "unlearned", s, n) for h, s, n, _ in columns},
+               "train_flops": flops, "train_wall_seconds": wall,
+               "stages": {k.split(":", 1)[1]: v for k, v in record.get("compute", {}).items() if k.startswith("train:")}}
+        if base.get("flops") and flops is not None:
+            row["flops_pct_of_ppo"] = 100.0 * flops / base["flops"]
+        if base.get("wall_seconds") and wall is not None:
+            row["wall_pct_of_ppo"] = 100.0 * wall / base["wall_seconds"]
+        rows.append(row)
+    return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base else None,
+            "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    from tabulate import tabulate
+
+    columns = result["columns"]
+    headers = ["method", "status", *[c["header"] for c in columns], "train FLOPs", "train wall s",
+               "FLOPs % of ppo", "wall % of ppo"]
+
+    def cell(value, scale=1.0, digits=3):
+        return "-" if value is None else f"{value * scale:.{digits}f}"
+
+    table = []
+    for row in result["rows"]:
+        table.append([row["method"], row["status"],
+                      *[cell(row["metrics"].get(c["header"]), c["scale"], 1 if c["scale"] == 100 else 3) for c in columns],
+                      "-" if row.get("train_flops") is None else f"{row['train_flops']:.3g}",
+                      cell(row.get("train_wall_seconds"), 1, 1), cell(row.get("flops_pct_of_ppo"), 1, 1),
+                      cell(row.get("wall_pct_of_ppo"), 1, 1)])
+    lines = [f"# Comparison in {result['folder']}", "",
+             "Each method's unlearned model; the first row is the original they all start from. Compute is the "
+             "training phase only (ppo: SFT + reward model + PPO; FLOPs estimated as in bench/compute.py).", "",
+             tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    failed = [r for r in result["rows"] if r.get("error")]
+    lines += [f"- {r['method']}: {r['error']}" for r in failed]
+    stages = next((r["stages"] for r in result["rows"] if r["method"] == BASELINE and r.get("stages")), None)
+    if stages:
+        lines += ["", "ppo stages: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"
+                                                for name, c in stages.items())]
+    lines += ["", "![forget rate against training compute](compare.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    from unlearnbench.plots import _pyplot, _save
+
+    if not result["columns"]:
+        return
+    column = result["columns"][0]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    original = result["rows"][0] if result["rows"] and result["rows"][0]["status"] == "-" else None
+    if original and original["metrics"].get(column["header"]) is not None:
+        ax.axhline(original["metrics"][column["header"]] * column["scale"], color="grey", linestyle="--", linewidth=1,
+                   label="original")
+    spans = []
+    for row in result["rows"]:
+        value = row["metrics"].get(column["header"])
+        if row["status"] == "-" or value is None or not row.get("train_flops"):
+            continue
+        spans.append(row["train_flops"])
+        ax.plot(row["train_flops"], value * column["scale"], "o", label=row["method"])
+    if spans and max(spans) > 10 * min(spans):
+        ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs, estimated from parameters × tokens)")
+    ax.set_ylabel(column["header"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
+    from unlearnbench.records import atomic_write_text
+
+    result = comparison(folder, methods, outcomes)
+    write_json(folder / "compare.json", result)
+    atomic_write_text(folder / "compare.md", markdown(result))
+    plot(result, folder / "compare.png")
+    return result

@@ -1,0 +1,95 @@
+"""`unlearnbench compare`: methods validated up front, one run each, one table with compute as % of ppo."""
+
+import json
+
+import pytest
+
+from unlearnbench import cli, runner
+from unlearnbench.compare import parse_methods, split_overrides
+from unlearnbench.errors import BenchError
+
+
+def invoke(capsys, *args):
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_methods_are_checked_with_did_you_mean_and_sft_means_safe_sft():
+    assert parse_methods("unlearn, ga,sft,ppo") == ["unlearn", "ga", "sft_safe", "ppo"]
+    with pytest.raises(BenchError, match="Did you mean 'ppo'"):
+        parse_methods("unlearn,ppp")
+    with pytest.raises(BenchError, match="twice"):
+        parse_methods("sft,sft_safe")
+    with pytest.raises(BenchError, match="at least one"):
+        parse_methods(" , ")
+
+
+def test_overrides_go_to_the_methods_that_have_them():
+    split = split_overrides({"steps": 2, "ppo.rm_steps": 3, "mismatch_k": 1}, ["unlearn", "ppo"])
+    assert split == {"unlearn": {"steps": 2, "mismatch_k": 1}, "ppo": {"steps": 2, "rm_steps": 3}}
+    with pytest.raises(BenchError, match="none of the compared methods"):
+        split_overrides({"rm_stepz": 3}, ["unlearn", "ppo"])
+    with pytest.raises(BenchError, match="not among the compared methods"):
+        split_overrides({"npo.beta": 3}, ["unlearn", "ppo"])
+
+
+def test_unknown_method_fails_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("ran"))
+    code, _, err = invoke(capsys, "compare", "--methods", "unlearn,gaa", "--output-dir", str(tmp_path))
+    assert code == 2 and "Did you mean 'ga'" in err and len(err.strip().splitlines()) == 1
+
+
+def fake_record(rate, flops, wall, status="completed"):
+    scores = lambda r: {"harmful_rate": {"value": r}, "diversity": {"value": 0.5}, "fluency": {"value": 3.0}}  # noqa: E731
+    metrics = {phase: {"unlearned": scores(r), "unseen": scores(r), "normal": {"utility": {"value": 0.4}}}
+               for phase, r in (("original", 0.9), ("unlearned", rate))}
+    return {"status": status, "original": {"kind": "prepared"}, "metrics": metrics,
+            "compute": {"train": {"flops": flops, "wall_seconds": wall}}}
+
+
+def test_table_gives_compute_as_a_share_of_ppo(tmp_path, capsys, monkeypatch):
+    values = {"unlearn": (0.1, 2e12, 20.0), "sft_safe": (0.4, 1e12, 10.0), "ppo": (0.05, 1e14, 1000.0)}
+
+    def fake_run(config, resume=None):
+        folder = tmp_path / "cmp" / config.run_name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(fake_record(*values[config.method])))
+        return folder
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(runner, "resolve_config", lambda config: (config, None, None))
+    code, out, err = invoke(capsys, "compare", "--methods", "unlearn,sft,ppo", "--output-dir", str(tmp_path),
+                            "--compare-id", "cmp")
+    assert code == 0, err
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["unlearn"]["flops_pct_of_ppo"] == pytest.approx(2.0)
+    assert rows["sft_safe"]["wall_pct_of_ppo"] == pytest.approx(1.0)
+    assert rows["ppo"]["flops_pct_of_ppo"] == pytest.approx(100.0)
+    assert rows["original (prepared)"]["metrics"]["harm % unlearned ↓"] == 0.9
+    assert rows["unlearn"]["metrics"]["utility ↑ (normal)"] == 0.4
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| unlearn " in table and "2.0" in table and "harm % unseen" in table
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert "sft_safe" in out
+
+
+def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
+    code, out, err = invoke(capsys, "compare", "--methods", "sft,ppo", "--model", str(tiny_model_dir),
+                            "--original", "base", "--limit", "2", "--max-new-tokens", "4", "--output-dir", str(tmp_path),
+                            "--compare-id", "tiny", "--set", "steps=2", "--set", "batch_size=2",
+                            "--set", "ppo.sft_steps=2", "--set", "ppo.rm_steps=2", "--set", "ppo.response_length=4",
+                            "--set", "ppo.rm_batch_size=2", "--set", "ppo.sft_batch_size=2")
+    assert code == 0, err
+    folder = tmp_path / "tiny"
+    for method in ("sft_safe", "ppo"):
+        assert json.loads((folder / method / "metrics.json").read_text())["status"] == "completed"
+    result = json.loads((folder / "compare.json").read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert 0 < rows["sft_safe"]["flops_pct_of_ppo"] < 100
+    assert set(rows["ppo"]["stages"]) == {"sft", "reward_model", "ppo"}
+    assert (folder / "compare.png").is_file() and "sft_safe" in (folder / "compare.md").read_text()
