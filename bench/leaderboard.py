@@ -56,7 +56,8 @@ def hardware_name(hardware: dict) -> str:
     if hardware.get("cuda"):
         names = hardware["cuda"]
         return f"{len(names)}× {names[0]}" if isinstance(names, list) else str(names)
-    return f"{hardware.get('cpu', 'cpu')} CPU, {hardware.get('torch_threads', '?')} threads"
+    threads = hardware.get("torch_threads", "?")
+    return f"{hardware.get('cpu', 'cpu')} CPU, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def entry_from_run(run_dir: Path) -> dict:

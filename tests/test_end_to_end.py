@@ -105,15 +105,16 @@ def test_sigterm_keeps_the_record_and_says_interrupted(tmp_path, smol):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
     process = subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", "run", "--steps", "200", "--limit", "2",
-                                "--original", "base", "--output-dir", str(tmp_path), "--run-name", "killed"],
+                                "--original", "base", "--output-dir", str(tmp_path), "--run-name", "killed",
+                                "--checkpoint-every", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics_file = tmp_path / "killed" / "metrics.json"
-    deadline = time.time() + 300
-    # Training starts right after the original's metrics are recorded; let it run a few steps.
-    while time.time() < deadline and not (metrics_file.exists()
-                                          and "original" in json.loads(metrics_file.read_text()).get("metrics", {})):
+    deadline = time.time() + 600
+    # Signal once training has provably taken steps (its first checkpoint exists), however
+    # loaded the machine is, rather than after a fixed delay.
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoint" / "progress.json").exists():
+        assert process.poll() is None, process.communicate()[1]
         time.sleep(0.5)
-    time.sleep(8)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
