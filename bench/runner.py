@@ -619,7 +619,10 @@ def metric_cell(records: list[dict], phase: str, split: str, name: str, scale: f
              if name in r.get("metrics", {}).get(phase, {}).get(split, {})]
     if not found:
         return "-"
-    return summarize(found).format(scale, 1 if scale == 100 else 3)
+    summary = summarize(found)
+    cell = summary.format(scale, 1 if scale == 100 else 3)
+    # Some seeds NM (degenerate output): say over how many the rest is taken.
+    return cell if summary.mean is None or summary.n == len(found) else f"{cell} (n={summary.n} of {len(found)})"
 
 
 def paper_table(records: dict | list[dict], fmt: str = "github") -> str:

@@ -1,0 +1,48 @@
+"""The committed leaderboards are exactly what `publish` makes from the committed run records."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARDS = sorted((ROOT / "leaderboards").glob("*.md"))
+BOARDS = [b for b in BOARDS if b.name != "README.md"]
+
+
+def test_every_task_has_a_committed_leaderboard():
+    assert {b.stem for b in BOARDS} == {"hallucination", "harmful", "copyright"}
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=[b.stem for b in BOARDS])
+def test_republishing_the_committed_records_reproduces_the_leaderboard(board, tmp_path):
+    records = json.loads(board.with_suffix(".records.json").read_text())
+    run_dirs = sorted((ROOT / "leaderboards" / "runs" / board.stem).iterdir())
+    # Every published entry is a committed run folder whose record files hash as published.
+    assert len(run_dirs) == len(records["runs"])
+    by_run = {e["run_id"]: e for e in records["runs"]}
+    for run_dir in run_dirs:
+        entry = by_run[run_dir.name]
+        for name, digest in entry["sha256"].items():
+            assert hashlib.sha256((run_dir / name).read_bytes()).hexdigest() == digest, (run_dir, name)
+    methods = {e["method"] for e in records["runs"]}
+    assert {"unlearn", "ga"} <= methods
+    for method in methods:
+        assert len({e["seed"] for e in records["runs"] if e["method"] == method}) >= 3, method
+
+    copy = tmp_path / board.name
+    result = subprocess.run([sys.executable, "-m", "unlearnbench.cli", "publish", *map(str, run_dirs),
+                             "--leaderboard", str(copy), "--no-plots"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    regenerated = json.loads(copy.with_suffix(".records.json").read_text())
+    assert regenerated["runs"] == records["runs"]
+    # The committed page links its plots; without them the text is otherwise the same.
+    committed = board.read_text()
+    assert "## Plots" in committed
+    without_plots = committed[:committed.index("## Plots")] + committed[committed.index("## Provenance"):]
+    assert copy.read_text() == without_plots
+    for png in ("training_curves.png", "before_after.png", "forget_vs_compute.png"):
+        assert (board.parent / board.stem / png).is_file()
