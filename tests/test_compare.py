@@ -4,19 +4,10 @@ import json
 
 import pytest
 
-from unlearnbench import cli, runner
+from unlearnbench import runner
 from unlearnbench.compare import parse_methods, split_overrides
 from unlearnbench.errors import BenchError
-
-
-def invoke(capsys, *args):
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from cli_helpers import invoke
 
 
 def test_methods_are_checked_with_did_you_mean_and_sft_means_safe_sft():

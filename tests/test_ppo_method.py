@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from unlearnbench import cli
 from unlearnbench.errors import BenchError
 from unlearnbench.methods import ppo as ppo_module
 from unlearnbench.methods.ppo import PPOConfig, ppo_train
+from cli_helpers import invoke
 
 TARGET = 5  # the toy reward: the share of response tokens that are this token
 
@@ -63,16 +63,6 @@ def test_ppo_config_rejects_bad_values(tmp_path):
         PPOConfig.from_overrides({"reward_model": str(tmp_path / "causal")})
     with pytest.raises(BenchError, match="not a model folder"):
         PPOConfig.from_overrides({"reward_model": str(tmp_path / "missing")})
-
-
-def invoke(capsys, *args):
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def ppo_args(model_dir, out, name, *extra):

@@ -22,6 +22,7 @@ from unlearnbench.errors import BenchError
 from unlearnbench.generation import GenerationConfig, choose_backend
 from unlearnbench.generation import vllm as vllm_backend
 from unlearnbench.generation.vllm import VLLMGenerator, current_engine, release_engine
+from cli_helpers import invoke
 
 PROMPTS = ["What is the capital of France?", "Name a primary colour.", "Who wrote Romeo and Juliet?"]
 
@@ -308,18 +309,6 @@ def test_token_agreement_formula():
     assert token_agreement([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
     assert token_agreement([1, 2, 9, 4], [1, 2, 3, 4]) == 0.75
     assert token_agreement([1, 2], [1, 2, 3, 4]) == 0.5  # positions past the shorter one disagree
-
-
-def invoke(capsys, *args):
-    from unlearnbench import cli
-
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_check_backends_hf_batched_against_one_at_a_time(tiny_model_dir, tmp_path, capsys, monkeypatch):
