@@ -7,6 +7,7 @@ Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; the
                                 prompts, diversity, fluency, utility, training FLOPs and wall seconds,
                                 and the compute as a % of the full ppo pipeline's (when ppo is compared)
     compare.png                 the forget rate on unlearned prompts against training FLOPs, one point per method
+    ppo_training.png            ppo's rollout reward and KL to the SFT model per PPO step (when ppo is compared)
 
 "sft" here is the paper's SFT row, SFT on the safe responses: the registered method `sft_safe`
 (the plain `sft` method fine-tunes on the forget pairs, the unsafe responses).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from unlearnbench import registry
 from unlearnbench.errors import BenchError
-from unlearnbench.records import load_json, safe_name, write_json
+from unlearnbench.records import load_json, read_jsonl_records, safe_name, write_json
 
 ALIASES = {"sft": "sft_safe"}  # the paper's SFT row trains on the safe responses
 BASELINE = "ppo"
@@ -94,6 +95,25 @@ def compare(base, methods: list[str], compare_id: str | None = None) -> Path:
     return folder
 
 
+def ppo_reward_trend(train_log: list[dict], greedy: list | None = None, window: int = 10) -> dict | None:
+    """Did PPO raise the reward? The mean rollout reward of the first and of the last `window` PPO
+    steps, the KL to the SFT model at the end, and, where `ppo` recorded them, the greedy reward on
+    held-out prompts before PPO and after it ([[steps done, reward], ...], first and last)."""
+    rows = [r for r in train_log if "reward" in r]
+    if len(rows) < 2:
+        return None
+    window = min(window, len(rows) // 2)
+    mean = lambda part, key: sum(r[key] for r in part) / len(part)  # noqa: E731
+    first, last = rows[:window], rows[-window:]
+    trend = {"steps": len(rows), "window": window, "reward_first": mean(first, "reward"),
+             "reward_last": mean(last, "reward"), "reward_gain": mean(last, "reward") - mean(first, "reward"),
+             "kl_last": mean(last, "kl")}
+    if greedy and len(greedy) >= 2:
+        trend.update(greedy_reward_before=greedy[0][1], greedy_reward_after=greedy[-1][1],
+                     greedy_reward_gain=greedy[-1][1] - greedy[0][1])
+    return trend
+
+
 def _value(metrics: dict, phase: str, split: str, name: str):
     return metrics.get(phase, {}).get(split, {}).get(name, {}).get("value")
 
@@ -124,8 +144,12 @@ def comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
         if base.get("wall_seconds") and wall is not None:
             row["wall_pct_of_ppo"] = 100.0 * wall / base["wall_seconds"]
         rows.append(row)
+    ppo_log = folder / BASELINE / "train_log.jsonl"
+    greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {}).get("after_ppo_steps")
+    trend = ppo_reward_trend(read_jsonl_records(ppo_log), greedy) if BASELINE in methods and ppo_log.is_file() else None
     return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base else None,
-            "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows}
+            "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
+            "ppo_reward": trend}
 
 
 def markdown(result: dict) -> str:
@@ -155,6 +179,16 @@ def markdown(result: dict) -> str:
     if stages:
         lines += ["", "ppo stages: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"
                                                 for name, c in stages.items())]
+    trend = result.get("ppo_reward")
+    if trend:
+        lines += ["", f"ppo reward (reward-model score of the rollouts): {trend['reward_first']:.3f} over the first "
+                      f"{trend['window']} PPO steps, {trend['reward_last']:.3f} over the last {trend['window']} "
+                      f"({trend['reward_gain']:+.3f}); KL to the SFT model at the end {trend['kl_last']:.2f}. "
+                      "Every step: ppo/train_log.jsonl."]
+        if "greedy_reward_gain" in trend:
+            lines += ["", f"ppo greedy reward on held-out prompts: {trend['greedy_reward_before']:.3f} before PPO, "
+                          f"{trend['greedy_reward_after']:.3f} after ({trend['greedy_reward_gain']:+.3f})."]
+        lines += ["", "![ppo reward and KL per step](ppo_training.png)"]
     lines += ["", "![forget rate against training compute](compare.png)", ""]
     return "\n".join(lines)
 
@@ -195,4 +229,9 @@ def write_comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
     write_json(folder / "compare.json", result)
     atomic_write_text(folder / "compare.md", markdown(result))
     plot(result, folder / "compare.png")
+    if result.get("ppo_reward"):
+        from unlearnbench.plots import ppo_training
+
+        ppo_training(read_jsonl_records(folder / BASELINE / "train_log.jsonl"), folder / "ppo_training.png",
+                     greedy=load_json(folder / BASELINE / "metrics.json").get("train", {}).get("greedy_reward", {}))
     return result

@@ -151,3 +151,36 @@ def forget_vs_compute(task: str, entries: list[dict], path: Path) -> None:
     ax.set_title(f"{task}: forget metric against compute")
     fig.tight_layout()
     _save(fig, path)
+
+
+def ppo_training(train_log: list[dict], path: Path, window: int = 10, greedy: dict | None = None) -> None:
+    """The PPO stage of a `ppo` run: the reward model's score of each rollout batch and the KL to
+    the SFT model, per PPO step (thin: each step; thick: the mean of the last `window` steps), and
+    the greedy reward on held-out prompts where the run recorded it (`train.greedy_reward`)."""
+    import numpy as np
+
+    rows = [r for r in train_log if "reward" in r and "kl" in r]
+    if not rows:
+        return
+    plt = _pyplot()
+    steps = np.array([r["step"] for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    for ax, key, title in ((axes[0], "reward", "reward (reward model score of the rollouts)"),
+                           (axes[1], "kl", "KL to the SFT model (summed over the response)")):
+        values = np.array([r[key] for r in rows], dtype=float)
+        ax.plot(steps, values, linewidth=0.8, alpha=0.4)
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, linewidth=2, label=f"mean of the last {window} steps")
+        points = (greedy or {}).get("after_ppo_steps") or []
+        if key == "reward" and points:
+            first_step = steps[0] - 1  # the log's step of "0 PPO steps done"
+            ax.plot([first_step + done for done, _ in points], [value for _, value in points], "o-", color="black",
+                    linewidth=1.2, markersize=4, label=f"greedy, {greedy.get('prompts', '?')} held-out prompts")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

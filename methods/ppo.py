@@ -56,17 +56,18 @@ from unlearnbench.methods.ppo_math import (
     logprobs_from_logits,
     whiten,
 )
+from unlearnbench.progress import bar
 
 
 @dataclass
 class PPOConfig(TrainConfig):
-    # Sized for the embedded 135M model on 2 CPU cores, an estimate, not measured: from the README's
-    # ≈2.5 s per unlearn step (≈14 sequences forward+backward, 2 forward) ≈ 0.8 ms per token forward,
-    # 2.4 ms forward+backward: SFT 60×8 sequences ≈ 2 min, RM 80×16 ≈ 5 min, PPO ≈ 7-8 s per step
-    # (48-token sampling of 8 rollouts ≈ 2.5 s, 3 scoring passes, 2 update epochs) ≈ 12 min;
-    # ≈ 19 min of training, about 25 with the two evaluations.
+    # Sized for the embedded 135M model on 2 CPU cores. Measured there (harmful task, seed 0):
+    # SFT 60 steps 109 s, reward model 80 steps 203 s, PPO 100 steps 614 s (≈6 s per step), 15.4 min
+    # of training; the greedy-reward checks add ≈5 s each (wall time of the ppo stage, not FLOPs).
     steps: int = 100  # PPO steps (one rollout batch and its updates each); also --steps
-    lr: float = 1e-5  # PPO learning rate (policy and value head)
+    lr: float = 5e-6  # PPO learning rate (policy and value head); at 1e-5 the reward peaked by step 45, then fell
+    eval_every: int = 20  # PPO steps between greedy-reward checks on held-out prompts (0: start and end only)
+    eval_prompts: int = 16  # held-out prompts (those of the reward model's held-out pairs) for that check
     batch_size: int = 8  # rollout batch: prompts sampled per PPO step
     ppo_steps: int | None = None  # overrides `steps` when given
     ppo_epochs: int = 2  # optimisation passes over each rollout batch (TRL: 4)
@@ -98,6 +99,8 @@ class PPOConfig(TrainConfig):
         super().validate()
         if self.lora:
             raise BenchError("ppo trains full weights (policy, value head and reward model); drop --lora")
+        if self.eval_every < 0 or self.eval_prompts < 0:
+            raise BenchError("eval_every and eval_prompts must be >= 0")
         for name in ("ppo_epochs", "response_length", "sft_batch_size", "rm_batch_size"):
             if getattr(self, name) < 1:
                 raise BenchError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -249,7 +252,8 @@ def train_reward_model(reward_model, pairs, held_out, template, pad_id, config, 
         schedule = make_schedule(optimizer, TrainConfig(steps=config.rm_steps, lr=config.rm_lr))
         order, rng = [], random.Random(config.seed)
         size = min(config.rm_batch_size, len(pairs))
-        for step in range(1, config.rm_steps + 1):
+        progress = bar(range(1, config.rm_steps + 1), desc="ppo 2/3: reward model on the preference pairs", unit="step")
+        for step in progress:
             started = time.perf_counter()
             if len(order) < size:
                 order += rng.sample(range(len(pairs)), len(pairs))
@@ -268,6 +272,7 @@ def train_reward_model(reward_model, pairs, held_out, template, pad_id, config, 
             trained += tokens
             row["rm_seconds"] = round(time.perf_counter() - started, 4)
             log(row)
+            progress.set_postfix(loss=f"{values['rm_loss']:.3f}", acc=f"{values['rm_accuracy']:.2f}")
     reward_model.eval().requires_grad_(False)
     correct = 0
     with torch.no_grad():
@@ -280,8 +285,33 @@ def train_reward_model(reward_model, pairs, held_out, template, pad_id, config, 
             "held_out_pairs": len(held_out), "train_pairs": len(pairs)}
 
 
+def rollout_mask(responses, eos_id):
+    """Response tokens up to and including the first EOS; the rest is padding."""
+    if eos_id is None:
+        return torch.ones_like(responses, dtype=torch.bool)
+    is_eos = responses == eos_id
+    return (is_eos.long().cumsum(1) - is_eos.long()) == 0
+
+
+@torch.no_grad()
+def greedy_reward(policy, prompts: list[list[int]], score, config, pad_id: int, eos_id: int | None) -> float:
+    """The mean reward-model score of the policy's greedy responses to `prompts`: the noise-free
+    check that PPO raises the reward (the rollouts' reward is a sampled batch of 8, noisy by ±1)."""
+    from transformers import GenerationConfig
+
+    device = next(policy.parameters()).device
+    ids, mask = pad_left(prompts, pad_id, device)
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=config.response_length, pad_token_id=pad_id,
+                              eos_token_id=eos_id, temperature=None, top_p=None, top_k=None)
+    with autocast_for(config.precision, device):
+        out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
+        response_mask = rollout_mask(out[:, ids.shape[1]:], eos_id)
+        full = torch.cat([mask.bool(), response_mask], dim=1).long()
+        return float(score(out, full, ids.shape[1] + response_mask.long().sum(1) - 1).float().mean())
+
+
 def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, pad_id: int, eos_id: int | None,
-              step_offset: int = 0) -> dict:
+              step_offset: int = 0, eval_prompts: list[list[int]] | None = None, eval_score=None) -> dict:
     """PPO on `policy` in place, from prompts given as token ids; `score(ids, mask, last_index) -> [B]`.
 
     The reference is a frozen copy of `policy` as it comes in. Logs, per PPO step: the mean
@@ -320,7 +350,17 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
         values = head(out.hidden_states[-1][:, width - 1:-1]).squeeze(-1).float() if head is not None else None
         return logprobs, values
 
-    for step in range(1, config.rl_steps + 1):
+    evaluations = []  # (PPO steps done, greedy reward on the held-out prompts)
+
+    def evaluate(done: int) -> float | None:
+        if not eval_prompts:
+            return None
+        evaluations.append([done, greedy_reward(policy, eval_prompts, eval_score or score, config, pad_id, eos_id)])
+        return evaluations[-1][1]
+
+    evaluate(0)
+    progress = bar(range(1, config.rl_steps + 1), desc="ppo 3/3: PPO against the reward model", unit="step")
+    for step in progress:
         started = time.perf_counter()
         if len(order) < size:
             order += rng.sample(range(len(prompts)), len(prompts))
@@ -329,12 +369,7 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
         width = prompt_ids.shape[1]
         with torch.no_grad(), autocast_for(config.precision, device):
             out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation)
-            responses = out[:, width:]
-            if eos_id is not None:  # the response ends at its first EOS (included); the rest is padding
-                is_eos = responses == eos_id
-                response_mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0
-            else:
-                response_mask = torch.ones_like(responses, dtype=torch.bool)
+            response_mask = rollout_mask(out[:, width:], eos_id)
             mask = torch.cat([prompt_mask.bool(), response_mask], dim=1).long()
             last_index = width + response_mask.long().sum(1) - 1
             old_logprobs, old_values = forward_pass(policy, out, mask, width, value_head)
@@ -371,11 +406,14 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
             trained += sequence_tokens
         kl_control.update(kl_per_rollout, size)
         row["ppo_seconds"] = round(time.perf_counter() - started, 4)
+        if step == config.rl_steps or (config.eval_every and step % config.eval_every == 0):
+            row["greedy_reward"] = evaluate(step)  # after this step's update; outside ppo_seconds
         log(row)
+        progress.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}")
     policy.requires_grad_(False).eval()
     del reference
     return {"trained_tokens": trained, "forward_tokens": forward,
-            "trainable_parameters": sum(p.numel() for p in parameters)}
+            "trainable_parameters": sum(p.numel() for p in parameters), "greedy_reward": evaluations}
 
 
 class PPO(Method):
@@ -474,9 +512,16 @@ class PPO(Method):
             return reward_scores(reward_model, ids, mask, last_index)
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        held_out_prompts = list(dict.fromkeys(prompt for prompt, _, _ in held_out))[:c.eval_prompts]
+        eval_ids = [ids for prompt, ids in zip(prompts, prompt_ids) if prompt in set(held_out_prompts)]
         with measure(self.stage_compute, "ppo") as phase:
-            stats = ppo_train(policy, prompt_ids, score, c, log, pad_id, tokenizer.eos_token_id, step_offset=offset[0])
+            stats = ppo_train(policy, prompt_ids, score, c, log, pad_id, tokenizer.eos_token_id, step_offset=offset[0],
+                              eval_prompts=eval_ids,  # an evaluation: its scoring is not counted as training FLOPs
+                              eval_score=lambda ids, mask, last: reward_scores(reward_model, ids, mask, last))
             account(phase, stats["trained_tokens"], stats["forward_tokens"] + rm_tokens[0])
         steps = c.sft_steps + rm_config.rm_steps + c.rl_steps
         self.train_record["stages"] = {"sft_steps": c.sft_steps, "rm_steps": rm_config.rm_steps, "ppo_steps": c.rl_steps}
+        self.train_record["greedy_reward"] = {
+            "prompts": len(eval_ids), "source": "prompts of the reward model's held-out pairs, greedy responses",
+            "after_ppo_steps": stats["greedy_reward"]}
         return TrainResult(policy, steps, totals["trained"], totals["forward"], stats["trainable_parameters"])

@@ -67,6 +67,22 @@ def test_table_gives_compute_as_a_share_of_ppo(tmp_path, capsys, monkeypatch):
     assert "| unlearn " in table and "2.0" in table and "harm % unseen" in table
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert "sft_safe" in out
+    assert result["ppo_reward"] is None and not (tmp_path / "cmp" / "ppo_training.png").exists()  # no PPO log here
+
+
+def test_ppo_reward_trend_compares_the_first_and_last_steps():
+    from unlearnbench.compare import ppo_reward_trend
+
+    log = [{"step": 1, "sft_ce": 2.0}] + [{"step": 1 + i, "reward": float(i), "kl": 0.1 * i} for i in range(1, 7)]
+    trend = ppo_reward_trend(log, window=2)
+    # first two PPO steps: rewards 1, 2 -> 1.5; last two: 5, 6 -> 5.5; KL 0.5, 0.6 -> 0.55
+    assert trend == pytest.approx({"steps": 6, "window": 2, "reward_first": 1.5, "reward_last": 5.5,
+                                   "reward_gain": 4.0, "kl_last": 0.55})
+    assert ppo_reward_trend(log, window=10)["window"] == 3  # never more than half the steps
+    assert ppo_reward_trend(log[:2]) is None
+    greedy = ppo_reward_trend(log, [[0, 2.0], [3, 2.5], [6, 3.25]], window=2)
+    assert (greedy["greedy_reward_before"], greedy["greedy_reward_after"]) == (2.0, 3.25)
+    assert greedy["greedy_reward_gain"] == pytest.approx(1.25)
 
 
 def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
@@ -84,3 +100,8 @@ def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, ca
     assert 0 < rows["sft_safe"]["flops_pct_of_ppo"] < 100
     assert set(rows["ppo"]["stages"]) == {"sft", "reward_model", "ppo"}
     assert (folder / "compare.png").is_file() and "sft_safe" in (folder / "compare.md").read_text()
+    assert result["ppo_reward"]["steps"] >= 1 and (folder / "ppo_training.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ppo reward" in (folder / "compare.md").read_text()
+    greedy = json.loads((folder / "ppo" / "metrics.json").read_text())["train"]["greedy_reward"]
+    assert [done for done, _ in greedy["after_ppo_steps"]] == [0, 2] and greedy["prompts"] >= 1
+    assert "greedy reward on held-out prompts" in (folder / "compare.md").read_text()

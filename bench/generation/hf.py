@@ -1,4 +1,8 @@
-"""Hugging Face `generate` backend: batched, left-padded, length-sorted, KV-cached."""
+"""Hugging Face backend: batched, left-padded, length-sorted, KV-cached.
+
+Sampling runs `model.generate`. Greedy decoding (the default everywhere) runs the loop in
+greedy.py, which drops finished rows and runs a shared prompt prefix once; `decoding="generate"`
+keeps plain `generate` for greedy too (the reference the loop is measured against)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import copy
 
 import torch
 
-from unlearnbench.generation import GenerationConfig, Generator
+from unlearnbench.generation import GenerationConfig, Generator, greedy
 from unlearnbench.hardware import fast_low_precision
 from unlearnbench.progress import bar
 
@@ -18,8 +22,13 @@ def preferred_dtype(device: torch.device) -> torch.dtype:
 class HFGenerator(Generator):
     name = "hf"
 
-    def __init__(self, batch_size: int = 32, dtype: str = "auto", device: str | None = None):
+    DECODINGS = ("loop", "generate")
+
+    def __init__(self, batch_size: int = 32, dtype: str = "auto", device: str | None = None, decoding: str = "loop"):
+        if decoding not in self.DECODINGS:
+            raise ValueError(f"decoding must be one of {self.DECODINGS}, got {decoding!r}")
         self.batch_size = batch_size
+        self.decoding = decoding
         self.requested_dtype = dtype
         self.device = torch.device(device) if device else None
         self.model = None
@@ -37,7 +46,11 @@ class HFGenerator(Generator):
         self.dtype = dtype
 
     def describe(self) -> dict:
-        return {"backend": self.name, "dtype": str(self.dtype).removeprefix("torch."), "batch_size": self.batch_size}
+        return {"backend": self.name, "dtype": str(self.dtype).removeprefix("torch."), "batch_size": self.batch_size,
+                "greedy_decoding": self._greedy_decoding()}
+
+    def _greedy_decoding(self) -> str:
+        return "loop" if self.decoding == "loop" and self.model is not None and greedy.supports(self.model) else "generate"
 
     @torch.no_grad()
     def generate(self, prompts: list[str], config: GenerationConfig, desc: str = "generating") -> list[str]:
@@ -62,6 +75,14 @@ class HFGenerator(Generator):
             generator_kwargs.update(temperature=None, top_p=None, top_k=None)
         self.last_counts = {"prompt_tokens": sum(map(len, encoded)), "generated_tokens": 0}
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if not config.do_sample and self._greedy_decoding() == "loop":
+            for batch in bar(batches, desc=desc, unit="batch"):
+                continuations = greedy.greedy_generate(model, [encoded[i] for i in batch], config.max_new_tokens,
+                                                       tokenizer.eos_token_id, tokenizer.pad_token_id)
+                for index, tokens in zip(batch, continuations):
+                    self.last_counts["generated_tokens"] += sum(t != tokenizer.pad_token_id for t in tokens)
+                    outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            return outputs
         for batch in bar(batches, desc=desc, unit="batch"):
             width = max(len(encoded[i]) for i in batch)
             pad = tokenizer.pad_token_id
