@@ -4,7 +4,8 @@
     b. RM       L = −mean_b log σ(r(x_b, y_b^chosen) − r(x_b, y_b^rejected))      (Bradley–Terry)
                 r(x, y) = score head on the last token of prompt + response (+ EOS)
     c. PPO      rollouts y ~ π_θ(·|x) (sampling), s = r(x, y) at the last response token,
-                r_t = −β·(log π_θ(y_t) − log π_sft(y_t)) + [t = last]·s      (ppo_math.kl_penalized_rewards)
+                s' = s standardised over the rollout batch                 (ppo_math.normalized_scores)
+                r_t = −β·(log π_θ(y_t) − log π_sft(y_t)) + [t = last]·s'     (ppo_math.kl_penalized_rewards)
                 A, R = GAE(r, V; γ, λ), A whitened over the batch
                 L = clipped_policy_loss(A) + vf_coef · clipped_value_loss(V, R)
 
@@ -54,6 +55,7 @@ from unlearnbench.methods.ppo_math import (
     gae,
     kl_penalized_rewards,
     logprobs_from_logits,
+    normalized_scores,
     whiten,
 )
 from unlearnbench.progress import bar
@@ -65,7 +67,8 @@ class PPOConfig(TrainConfig):
     # SFT 60 steps 109 s, reward model 80 steps 203 s, PPO 100 steps 614 s (≈6 s per step), 15.4 min
     # of training; the greedy-reward checks add ≈5 s each (wall time of the ppo stage, not FLOPs).
     steps: int = 100  # PPO steps (one rollout batch and its updates each); also --steps
-    lr: float = 5e-6  # PPO learning rate (policy and value head); at 1e-5 the reward peaked by step 45, then fell
+    lr: float = 1e-5  # PPO learning rate (policy and value head)
+    score_norm: bool = True  # standardise the scores over each rollout batch (ppo_math.normalized_scores)
     eval_every: int = 20  # PPO steps between greedy-reward checks on held-out prompts (0: start and end only)
     eval_prompts: int = 16  # held-out prompts (those of the reward model's held-out pairs) for that check
     batch_size: int = 8  # rollout batch: prompts sampled per PPO step
@@ -377,7 +380,8 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
             scores = score(out, mask, last_index).float()
             sequence_tokens = int(mask.sum())
             forward += int(prompt_mask.sum()) + int(response_mask.sum()) + 2 * sequence_tokens
-        rewards, kl = kl_penalized_rewards(old_logprobs, ref_logprobs, scores, response_mask, kl_control.value)
+        signal = normalized_scores(scores) if config.score_norm else scores
+        rewards, kl = kl_penalized_rewards(old_logprobs, ref_logprobs, signal, response_mask, kl_control.value)
         advantages, returns = gae(rewards, old_values, response_mask, config.gamma, config.lam)
         if config.whiten_advantages:
             advantages = whiten(advantages, response_mask)

@@ -127,6 +127,21 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
     return _zeroed(whitened, mask)
 
 
+def normalized_scores(scores: torch.Tensor) -> torch.Tensor:
+    """The reward model's scores of one rollout batch, standardised over the batch (TRL's
+    use_score_norm with use_score_scaling, over the batch rather than a running window):
+
+        s'_b = (s_b − mean_b s) / √(var_b s + 1e-8)        (the biased variance)
+
+    Why: the reward model gives every answer of the SFT model a similar large score (≈ 7 on the
+    harmful task) while the value head starts at 0. Then the GAE advantage of each token is mostly
+    λ^(T−t)·s, largest for the last tokens of every rollout whatever its score, and the policy learns
+    the position instead of what the reward model prefers; on the embedded model the reward fell.
+    Centred scores leave only the differences between the rollouts.
+    """
+    return whiten(scores.float()[:, None], torch.ones_like(scores, dtype=torch.bool)[:, None])[:, 0]
+
+
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (Schulman et al. 2017), as a loss to minimise:

@@ -214,3 +214,13 @@ def test_fixed_kl_controller_never_moves():
     controller = FixedKLController(0.05)
     controller.update(current_kl=100.0, n_steps=1000)
     assert controller.value == 0.05
+
+
+def test_scores_are_standardised_over_the_batch_with_the_biased_variance():
+    from unlearnbench.methods.ppo_math import normalized_scores
+
+    # mean 2.5, biased variance ((1.5² + 0.5²) · 2) / 4 = 1.25: (s − 2.5) / √1.25
+    expected = torch.tensor([-1.5, -0.5, 0.5, 1.5]) / 1.25 ** 0.5
+    assert torch.allclose(normalized_scores(torch.tensor([1.0, 2.0, 3.0, 4.0])), expected, atol=1e-6)
+    assert normalized_scores(torch.tensor([7.0])).tolist() == [0.0]  # one rollout: no preference, no NaN
+    assert normalized_scores(torch.tensor([7.0, 7.0])).tolist() == [0.0, 0.0]
