@@ -1,8 +1,9 @@
 """Hugging Face backend: batched, left-padded, length-sorted, KV-cached.
 
 Sampling runs `model.generate`. Greedy decoding (the default everywhere) runs the loop in
-greedy.py, which drops finished rows and runs a shared prompt prefix once; `decoding="generate"`
-keeps plain `generate` for greedy too (the reference the loop is measured against)."""
+greedy.py, which drops finished rows and, for fp32 weights, runs a shared prompt prefix once;
+`decoding="generate"` keeps plain `generate` for greedy too (the reference the loop is measured
+against)."""
 
 from __future__ import annotations
 
