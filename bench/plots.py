@@ -1,6 +1,7 @@
 """The leaderboard's plots (matplotlib, written as PNG next to the markdown):
 
-    training_curves.png    every loss term against step, one panel per term, one line per row
+    training_curves.png    every loss term and training statistic against step, one panel per term,
+                           one line per row in the row's own colour
                            (the mean over seeds, shaded between the lowest and highest seed)
     before_after.png       each Table-3 metric for the original and after each method (mean, 95% CI bars)
     forget_vs_compute.png  the forget metric on unlearned prompts against training FLOPs, one point per row
@@ -50,6 +51,12 @@ def write_leaderboard_plots(task: str, entries: list[dict], folder: Path) -> Non
     forget_vs_compute(task, entries, folder / "forget_vs_compute.png")
 
 
+def is_plotted_term(key: str) -> bool:
+    """Loss terms and training statistics, not the bookkeeping of the log (step, timings, the
+    learning-rate schedule and a fixed KL coefficient)."""
+    return key != "step" and not key.endswith(("seconds", "lr")) and key != "kl_coef"
+
+
 def training_curves(task: str, entries: list[dict], path: Path) -> None:
     import numpy as np
 
@@ -57,15 +64,17 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
 
     plt = _pyplot()
     rows = measured_rows(entries)
-    terms = sorted({k for e in entries for point in e["train_curve"] for k in point if k != "step"},
+    terms = sorted({k for e in entries for point in e["train_curve"] for k in point if is_plotted_term(k)},
                    key=lambda t: (t != "total", t))
+    # One colour per row in every panel (a panel may hold only some rows: ppo's reward, npo's ratio).
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if not terms:
         terms = ["total"]
     columns = min(3, len(terms))
     fig, axes = plt.subplots((len(terms) + columns - 1) // columns, columns, figsize=(4.2 * columns, 3.2 * ((len(terms) + columns - 1) // columns)),
                              squeeze=False)
     for ax, term in zip(axes.flat, terms):
-        for label, members in rows:
+        for index, (label, members) in enumerate(rows):
             curves = [[(p["step"], p[term]) for p in m["train_curve"] if term in p] for m in members]
             curves = [c for c in curves if c]
             if not curves:
@@ -73,7 +82,8 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
             length = min(len(c) for c in curves)
             steps = np.array([s for s, _ in curves[0][:length]])
             values = np.array([[v for _, v in c[:length]] for c in curves])
-            line, = ax.plot(steps, values.mean(0), label=_row_label(label, members), linewidth=1.4)
+            line, = ax.plot(steps, values.mean(0), label=_row_label(label, members), linewidth=1.4,
+                            color=colours[index % len(colours)])
             if len(curves) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(term)
@@ -81,11 +91,16 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(terms):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(labels) // 3)))
-    fig.suptitle(f"{task}: loss terms during training (mean over seeds; band: min–max)")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes.flat:  # every row that appears in some panel, in row order
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    ordered = [_row_label(label, members) for label, members in rows if _row_label(label, members) in handles]
+    if ordered:
+        fig.legend([handles[k] for k in ordered], ordered, loc="lower center", ncol=min(3, len(ordered)),
+                   bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(ordered) // 3)))
+    fig.suptitle(f"{task}: loss terms and training statistics against step (mean over seeds; band: min–max)")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     _save(fig, path)
 
 

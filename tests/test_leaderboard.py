@@ -279,3 +279,11 @@ def test_an_interrupted_group_resumes_only_what_did_not_complete(tmp_path, tiny_
     assert (tmp_path / "g" / "seed-0" / "metrics.json").read_bytes() == seed_0  # kept, not rerun
     assert json.loads((tmp_path / "g" / "seed-1" / "metrics.json").read_text())["resumed"]
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["README.md", "seed-0", "seed-1", "seed-2", "summary.json"]
+
+
+def test_training_curves_plot_terms_and_statistics_but_not_timings_or_schedules():
+    from unlearnbench.plots import is_plotted_term
+
+    kept = ["total", "forget_ce", "normal_kl", "reward", "kl", "greedy_reward", "rm_accuracy", "response_tokens"]
+    dropped = ["step", "seconds", "ppo_seconds", "lr", "ppo_lr", "rm_lr", "kl_coef"]
+    assert [k for k in kept + dropped if is_plotted_term(k)] == kept
