@@ -42,9 +42,11 @@ _LOGIT_CHANGING = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_wo
 
 def supports(model) -> bool:
     """Whether this loop reproduces `model.generate` greedily: a decoder-only model with a KV cache
-    whose generation_config leaves the logits alone."""
+    and `logits_to_keep`, whose generation_config leaves the logits alone."""
     config = getattr(model, "generation_config", None)
     if getattr(model.config, "is_encoder_decoder", False) or config is None:
+        return False
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:  # older remote-code models
         return False
     values = {name: getattr(config, name, default) for name, default in _LOGIT_CHANGING.items()}
     return all(value is None or value == [] or value == _LOGIT_CHANGING[name] for name, value in values.items())
