@@ -63,9 +63,9 @@ from unlearnbench.progress import bar
 
 @dataclass
 class PPOConfig(TrainConfig):
-    # Sized for the embedded 135M model on 2 CPU cores. Measured there (harmful task, seed 0):
-    # SFT 60 steps 109 s, reward model 80 steps 203 s, PPO 100 steps 614 s (≈6 s per step), 15.4 min
-    # of training; the greedy-reward checks add ≈5 s each (wall time of the ppo stage, not FLOPs).
+    # Sized for the embedded 135M model on 2 CPU cores. Measured there (harmful task, seed 0,
+    # docs/compare-harmful.md): SFT 60 steps 107 s, reward model 80 steps 199 s, PPO 100 steps 738 s
+    # (≈7 s per step, with the six greedy-reward checks: wall time of the ppo stage, not FLOPs), 17.4 min.
     steps: int = 100  # PPO steps (one rollout batch and its updates each); also --steps
     lr: float = 1e-5  # PPO learning rate (policy and value head)
     score_norm: bool = True  # standardise the scores over each rollout batch (ppo_math.normalized_scores)
@@ -516,8 +516,8 @@ class PPO(Method):
             return reward_scores(reward_model, ids, mask, last_index)
 
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        held_out_prompts = list(dict.fromkeys(prompt for prompt, _, _ in held_out))[:c.eval_prompts]
-        eval_ids = [ids for prompt, ids in zip(prompts, prompt_ids) if prompt in set(held_out_prompts)]
+        held_out_prompts = set(list(dict.fromkeys(prompt for prompt, _, _ in held_out))[:c.eval_prompts])
+        eval_ids = [ids for prompt, ids in zip(prompts, prompt_ids) if prompt in held_out_prompts]
         with measure(self.stage_compute, "ppo") as phase:
             stats = ppo_train(policy, prompt_ids, score, c, log, pad_id, tokenizer.eos_token_id, step_offset=offset[0],
                               eval_prompts=eval_ids,  # an evaluation: its scoring is not counted as training FLOPs
