@@ -288,12 +288,19 @@ def train_reward_model(reward_model, pairs, held_out, template, pad_id, config, 
             "held_out_pairs": len(held_out), "train_pairs": len(pairs)}
 
 
-def rollout_mask(responses, eos_id):
-    """Response tokens up to and including the first EOS; the rest is padding."""
+def rollout_masks(out, prompt_mask, eos_id):
+    """For `generate`'s output (prompt + response): the response mask (tokens up to and including
+    the first EOS; the rest is padding), the mask of the whole sequence, and the index of each row's
+    last response token, where the reward model scores it."""
+    width = prompt_mask.shape[1]
+    responses = out[:, width:]
     if eos_id is None:
-        return torch.ones_like(responses, dtype=torch.bool)
-    is_eos = responses == eos_id
-    return (is_eos.long().cumsum(1) - is_eos.long()) == 0
+        response_mask = torch.ones_like(responses, dtype=torch.bool)
+    else:
+        is_eos = responses == eos_id
+        response_mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0
+    mask = torch.cat([prompt_mask.bool(), response_mask], dim=1).long()
+    return response_mask, mask, width + response_mask.long().sum(1) - 1
 
 
 @torch.no_grad()
@@ -308,9 +315,8 @@ def greedy_reward(policy, prompts: list[list[int]], score, config, pad_id: int, 
                               eos_token_id=eos_id, temperature=None, top_p=None, top_k=None)
     with autocast_for(config.precision, device):
         out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=greedy)
-        response_mask = rollout_mask(out[:, ids.shape[1]:], eos_id)
-        full = torch.cat([mask.bool(), response_mask], dim=1).long()
-        return float(score(out, full, ids.shape[1] + response_mask.long().sum(1) - 1).float().mean())
+        _, full, last_index = rollout_masks(out, mask, eos_id)
+        return float(score(out, full, last_index).float().mean())
 
 
 def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, pad_id: int, eos_id: int | None,
@@ -355,13 +361,12 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
 
     evaluations = []  # (PPO steps done, greedy reward on the held-out prompts)
 
-    def evaluate(done: int) -> float | None:
-        if not eval_prompts:
-            return None
+    def evaluate(done: int) -> float:
         evaluations.append([done, greedy_reward(policy, eval_prompts, eval_score or score, config, pad_id, eos_id)])
         return evaluations[-1][1]
 
-    evaluate(0)
+    if eval_prompts:
+        evaluate(0)
     progress = bar(range(1, config.rl_steps + 1), desc="ppo 3/3: PPO against the reward model", unit="step")
     for step in progress:
         started = time.perf_counter()
@@ -372,9 +377,7 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
         width = prompt_ids.shape[1]
         with torch.no_grad(), autocast_for(config.precision, device):
             out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation)
-            response_mask = rollout_mask(out[:, width:], eos_id)
-            mask = torch.cat([prompt_mask.bool(), response_mask], dim=1).long()
-            last_index = width + response_mask.long().sum(1) - 1
+            response_mask, mask, last_index = rollout_masks(out, prompt_mask, eos_id)
             old_logprobs, old_values = forward_pass(policy, out, mask, width, value_head)
             ref_logprobs, _ = forward_pass(reference, out, mask, width)
             scores = score(out, mask, last_index).float()
@@ -410,7 +413,7 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
             trained += sequence_tokens
         kl_control.update(kl_per_rollout, size)
         row["ppo_seconds"] = round(time.perf_counter() - started, 4)
-        if step == config.rl_steps or (config.eval_every and step % config.eval_every == 0):
+        if eval_prompts and (step == config.rl_steps or (config.eval_every and step % config.eval_every == 0)):
             row["greedy_reward"] = evaluate(step)  # after this step's update; outside ppo_seconds
         log(row)
         progress.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}")
