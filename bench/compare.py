@@ -118,7 +118,8 @@ def _value(metrics: dict, phase: str, split: str, name: str):
     return metrics.get(phase, {}).get(split, {}).get(name, {}).get("value")
 
 
-def comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
+def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[dict] | None = None) -> dict:
+    """The comparison table's data; `ppo_log` is the ppo run's train_log.jsonl rows, when ppo ran."""
     from unlearnbench.runner import paper_columns
 
     records = {m: load_json(folder / m / "metrics.json") for m in methods if (folder / m / "metrics.json").is_file()}
@@ -144,12 +145,11 @@ def comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
         if base.get("wall_seconds") and wall is not None:
             row["wall_pct_of_ppo"] = 100.0 * wall / base["wall_seconds"]
         rows.append(row)
-    ppo_log = folder / BASELINE / "train_log.jsonl"
-    greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {}).get("after_ppo_steps")
-    trend = ppo_reward_trend(read_jsonl_records(ppo_log), greedy) if BASELINE in methods and ppo_log.is_file() else None
+    greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {})
+    trend = ppo_reward_trend(ppo_log, greedy.get("after_ppo_steps")) if ppo_log else None
     return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base else None,
             "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
-            "ppo_reward": trend}
+            "ppo_reward": trend, "ppo_greedy_reward": greedy or None}
 
 
 def markdown(result: dict) -> str:
@@ -225,13 +225,13 @@ def plot(result: dict, path: Path) -> None:
 def write_comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
     from unlearnbench.records import atomic_write_text
 
-    result = comparison(folder, methods, outcomes)
+    ppo_log = read_jsonl_records(folder / BASELINE / "train_log.jsonl") if BASELINE in methods else None
+    result = comparison(folder, methods, outcomes, ppo_log)
     write_json(folder / "compare.json", result)
     atomic_write_text(folder / "compare.md", markdown(result))
     plot(result, folder / "compare.png")
     if result.get("ppo_reward"):
         from unlearnbench.plots import ppo_training
 
-        ppo_training(read_jsonl_records(folder / BASELINE / "train_log.jsonl"), folder / "ppo_training.png",
-                     greedy=load_json(folder / BASELINE / "metrics.json").get("train", {}).get("greedy_reward", {}))
+        ppo_training(ppo_log, folder / "ppo_training.png", greedy=result["ppo_greedy_reward"])
     return result

@@ -64,6 +64,7 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
 
     plt = _pyplot()
     rows = measured_rows(entries)
+    names = [_row_label(label, members) for label, members in rows]
     terms = sorted({k for e in entries for point in e["train_curve"] for k in point if is_plotted_term(k)},
                    key=lambda t: (t != "total", t))
     # One colour per row in every panel (a panel may hold only some rows: ppo's reward, npo's ratio).
@@ -74,7 +75,7 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
     fig, axes = plt.subplots((len(terms) + columns - 1) // columns, columns, figsize=(4.2 * columns, 3.2 * ((len(terms) + columns - 1) // columns)),
                              squeeze=False)
     for ax, term in zip(axes.flat, terms):
-        for index, (label, members) in enumerate(rows):
+        for index, (_, members) in enumerate(rows):
             curves = [[(p["step"], p[term]) for p in m["train_curve"] if term in p] for m in members]
             curves = [c for c in curves if c]
             if not curves:
@@ -82,7 +83,7 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
             length = min(len(c) for c in curves)
             steps = np.array([s for s, _ in curves[0][:length]])
             values = np.array([[v for _, v in c[:length]] for c in curves])
-            line, = ax.plot(steps, values.mean(0), label=_row_label(label, members), linewidth=1.4,
+            line, = ax.plot(steps, values.mean(0), label=names[index], linewidth=1.4,
                             color=colours[index % len(colours)])
             if len(curves) > 1:
                 ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
@@ -95,7 +96,7 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
     for ax in axes.flat:  # every row that appears in some panel, in row order
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    ordered = [_row_label(label, members) for label, members in rows if _row_label(label, members) in handles]
+    ordered = [name for name in names if name in handles]
     if ordered:
         fig.legend([handles[k] for k in ordered], ordered, loc="lower center", ncol=min(3, len(ordered)),
                    bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(ordered) // 3)))
