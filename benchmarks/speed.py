@@ -1,13 +1,15 @@
 """Speed of the embedded model on this machine: generation tokens/s and training seconds/step.
 
-    python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4]
+    python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--static-cache]
 
-Prints two tables. Figures, not assertions: speed goals live here, not in timed tests.
+Prints two tables (three with --static-cache). Figures, not assertions: speed goals live here, not
+in timed tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -57,6 +59,43 @@ def generation_rows(loaded, template, questions, batches, new_tokens):
     return rows
 
 
+def static_cache_rows(loaded, template, questions, batch, new_tokens):
+    """What issue 5 asked to try and the backend does not use: `generate` with transformers' static
+    KV cache, without and with `torch.compile` of the decode step (transformers compiles it only on
+    accelerators unless `CompileConfig._compile_all_devices` is set). bf16, one batch, against plain
+    `generate` on the same padded batch; the first call (compilation included) is timed apart."""
+    from transformers import CompileConfig
+
+    tokenizer = loaded.tokenizer
+    model = copy.deepcopy(loaded.model).to(torch.bfloat16).eval()
+    rows = [tokenizer(template.prompt(q), add_special_tokens=False)["input_ids"] for q in questions[:batch]]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    compiled = CompileConfig(dynamic=False, mode="default")
+    compiled._compile_all_devices = True  # a class attribute meant to be set this way; not an __init__ argument
+    variants = {"plain generate": {"disable_compile": True},
+                "static cache": {"cache_implementation": "static", "disable_compile": True},
+                "static cache + torch.compile": {"cache_implementation": "static", "compile_config": compiled}}
+    results, table = {}, []
+    for name, options in variants.items():
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            with torch.no_grad():
+                generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens,
+                                           do_sample=False, temperature=None, top_p=None, top_k=None,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                           **options)
+            times.append(time.perf_counter() - start)
+        texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        tokens = int((generated[:, width:] != tokenizer.pad_token_id).sum())
+        results[name] = texts
+        same = sum(a == b for a, b in zip(results["plain generate"], texts))
+        table.append([name, batch, f"{times[0]:.1f}", tokens, f"{tokens / times[1]:.1f}", f"{same}/{batch}"])
+    return table
+
+
 def training_rows(loaded, template, data, steps):
     rows = []
     for lora in (False, True):
@@ -77,6 +116,8 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--static-cache", action="store_true",
+                        help="also time generate with a static KV cache, with and without torch.compile (minutes)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -90,6 +131,12 @@ def main():
     print(tabulate(generation_rows(loaded, template, questions, batches, args.new_tokens),
                    headers=["dtype", "batch", "new tokens", "generate tok/s", "loop new tokens", "loop tok/s",
                             "speed-up", "identical"], tablefmt="github", disable_numparse=True))
+    if args.static_cache:
+        print(f"\nTried, not used: `generate` with a static KV cache, with and without torch.compile (bf16, batch "
+              f"{max(batches)}; 'identical' compares with plain `generate`'s outputs)")
+        print(tabulate(static_cache_rows(loaded, template, questions, max(batches), args.new_tokens),
+                       headers=["decoding", "batch", "first call s (compile included)", "new tokens", "tok/s (second call)",
+                                "identical"], tablefmt="github", disable_numparse=True))
     if not args.skip_training:
         print("\nTraining: one `unlearn` step (forget + K mismatch + normal + reference forward)")
         print(tabulate(training_rows(loaded, template, data.train, args.steps),

@@ -69,12 +69,16 @@ synced = VLLMGenerator()
 synced.load_weights(loaded.model, loaded.tokenizer)
 after_in_place = synced.generate(prompts, config)
 route = synced.weight_sync
+free_with_engine = torch.cuda.mem_get_info()[0]
 release_engine()
+free_after_release = torch.cuda.mem_get_info()[0]  # should grow by about the engine's share of the card
+print(f"free GPU memory: {free_with_engine / 2**30:.1f} GiB with the engine, {free_after_release / 2**30:.1f} GiB after release")
 fresh = VLLMGenerator()
 fresh.load_weights(loaded.model, loaded.tokenizer)
 after_fresh = fresh.generate(prompts, config)
 fresh.release()
 report = {"route": route, "changed": before != after_in_place, "in_place_equals_fresh": after_in_place == after_fresh,
+          "free_gib_with_engine": free_with_engine / 2**30, "free_gib_after_release": free_after_release / 2**30,
           "before": before, "after_in_place": after_in_place, "after_fresh": after_fresh}
 json.dump(report, open(report_path, "w"), indent=2)
 print(f"weight sync route: {route}; outputs changed: {report['changed']}; "

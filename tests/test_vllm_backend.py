@@ -84,10 +84,14 @@ class RecordingVLLMStandIn(types.ModuleType):
                 standin.engines.append(weakref.ref(self))
                 self.model = RecordingModel()
                 self.prefix_resets = 0
+                # Like vLLM's engine core at start-up (`freeze_gc_heap`); the backend must undo it.
+                gc.freeze()
+                self.llm_engine = types.SimpleNamespace(
+                    engine_core=types.SimpleNamespace(shutdown=lambda: standin.cleanups.append("engine_core.shutdown")))
                 if in_process:
                     runner = types.SimpleNamespace(model=self.model)
                     worker = types.SimpleNamespace(worker=types.SimpleNamespace(model_runner=runner))
-                    self.llm_engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(driver_worker=worker))
+                    self.llm_engine.model_executor = types.SimpleNamespace(driver_worker=worker)
                 if apply_model == "works":
                     self.apply_model = lambda func: [func(self.model)]
                 elif apply_model == "broken":
@@ -255,11 +259,13 @@ def test_release_frees_the_engine(standin, tiny_model, tokenizer):
     generator.load_weights(tiny_model, tokenizer)
     weights_dir = Path(current_engine().weights_dir)
     assert weights_dir.is_dir()
+    assert gc.get_freeze_count() == 0, "the GC heap vLLM froze at start-up was left frozen"
     generator.release()
     gc.collect()
     assert current_engine() is None and generator.engine is None
     assert vllm.engines[0]() is None, "the vllm.LLM object is still referenced"
-    assert vllm.cleanups == ["destroy_model_parallel", "cleanup"]  # torch.distributed was vLLM's own here
+    # The engine core is shut down first; torch.distributed was vLLM's own here, so it goes too.
+    assert vllm.cleanups == ["engine_core.shutdown", "destroy_model_parallel", "cleanup"]
     assert not weights_dir.exists()
     with pytest.raises(BenchError, match="load_weights"):
         generator.generate(PROMPTS, GenerationConfig())

@@ -90,7 +90,13 @@ def release_engine() -> bool:
     if engine is None:
         return False
     llm, engine.llm = engine.llm, None
+    # Dropping the last reference is not enough (vllm-project/vllm#21073): the engine core must be
+    # shut down, and in-process vLLM freezes the GC heap at start-up (`gc.freeze()` in
+    # `freeze_gc_heap`), after which `gc.collect()` never frees the engine's tensors.
+    with contextlib.suppress(Exception):
+        llm.llm_engine.engine_core.shutdown()
     del llm
+    gc.unfreeze()
     gc.collect()
     with contextlib.suppress(Exception):
         from vllm.distributed.parallel_state import destroy_model_parallel
@@ -277,6 +283,9 @@ class VLLMGenerator(Generator):
         except Exception:
             shutil.rmtree(weights_dir, ignore_errors=True)
             raise
+        # vLLM's in-process engine core freezes the GC heap when it starts, which would also make
+        # the training process's own objects (model, optimizer, data) uncollectable for good.
+        gc.unfreeze()
         return Engine(llm=llm, signature=signature, weights_dir=weights_dir, owns_distributed=owns_distributed)
 
     def release(self) -> None:
