@@ -73,7 +73,7 @@ def static_cache_rows(loaded, template, questions, batch, new_tokens):
     input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
     attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     compiled = CompileConfig(dynamic=False, mode="default")
-    compiled._compile_all_devices = True  # a class attribute meant to be set this way; not an __init__ argument
+    compiled._compile_all_devices = True  # transformers' flag "to compile on e.g. CPU"; not an __init__ argument
     variants = {"plain generate": {"disable_compile": True},
                 "static cache": {"cache_implementation": "static", "disable_compile": True},
                 "static cache + torch.compile": {"cache_implementation": "static", "compile_config": compiled}}
