@@ -31,8 +31,7 @@ def test_republishing_the_committed_records_reproduces_the_leaderboard(board, tm
     methods = {e["method"] for e in records["runs"]}
     assert {"unlearn", "ga"} <= methods
     for method in methods:
-        seeds = {e["seed"] for e in records["runs"] if e["method"] == method}
-        assert len(seeds) >= 3, method
+        assert len({e["seed"] for e in records["runs"] if e["method"] == method}) >= 3, method
 
     copy = tmp_path / board.name
     result = subprocess.run([sys.executable, "-m", "unlearnbench.cli", "publish", *map(str, run_dirs),
