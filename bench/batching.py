@@ -116,6 +116,14 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
+def pad_left(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded batch for generation: (input_ids, attention_mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
 def collate(encoded: list[tuple[list[int], int]], pad_id: int) -> Batch:
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)

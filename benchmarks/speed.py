@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from unlearnbench import models  # noqa: E402
-from unlearnbench.batching import Template  # noqa: E402
+from unlearnbench.batching import Template, pad_left  # noqa: E402
 from unlearnbench.generation import GenerationConfig  # noqa: E402
 from unlearnbench.generation.hf import HFGenerator  # noqa: E402
 from unlearnbench.methods.unlearn import Unlearn  # noqa: E402
@@ -69,9 +69,8 @@ def static_cache_rows(loaded, template, questions, batch, new_tokens):
     tokenizer = loaded.tokenizer
     model = copy.deepcopy(loaded.model).to(torch.bfloat16).eval()
     rows = [tokenizer(template.prompt(q), add_special_tokens=False)["input_ids"] for q in questions[:batch]]
-    width = max(map(len, rows))
-    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    input_ids, attention_mask = pad_left(rows, tokenizer.pad_token_id)
+    width = input_ids.shape[1]
     compiled = CompileConfig(dynamic=False, mode="default")
     compiled._compile_all_devices = True  # transformers' flag "to compile on e.g. CPU"; not an __init__ argument
     variants = {"plain generate": {"disable_compile": True},

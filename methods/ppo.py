@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unlearnbench.batching import Pair, TrainData, encode
+from unlearnbench.batching import Pair, TrainData, encode, pad_left
 from unlearnbench.compute import measure, training_flops
 from unlearnbench.errors import BenchError, TrainingDiverged, first_line
 from unlearnbench.methods import Method, TrainConfig
@@ -208,13 +208,6 @@ def pad_right(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=device)
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    return ids, mask
-
-
-def pad_left(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return ids, mask
 
 

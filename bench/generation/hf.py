@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from unlearnbench.batching import pad_left
 from unlearnbench.generation import GenerationConfig, Generator, greedy
 from unlearnbench.hardware import fast_low_precision
 from unlearnbench.progress import bar
@@ -85,10 +86,8 @@ class HFGenerator(Generator):
                     outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
             return outputs
         for batch in bar(batches, desc=desc, unit="batch"):
-            width = max(len(encoded[i]) for i in batch)
-            pad = tokenizer.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)
-            attention = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)
+            input_ids, attention = pad_left([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+            width = input_ids.shape[1]
             generated = model.generate(input_ids=input_ids, attention_mask=attention, **generator_kwargs)
             new_tokens = generated[:, width:]
             self.last_counts["generated_tokens"] += int((new_tokens != tokenizer.pad_token_id).sum())
