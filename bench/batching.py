@@ -3,7 +3,7 @@
 Every loss in the paper is computed on the answer y, never on the prompt x. The answer start
 comes from the tokenizer's character offsets of the full text, not from tokenising the prompt
 alone: with BPE tokenizers the space before the answer merges into the first answer token, so
-`len(tokenize(prompt)) - 1` (the official code) can drop the first answer token (paper.md §1.5 #2).
+`len(tokenize(prompt)) - 1` (the official code) can drop the first answer token (docs/paper.md §1.5 #2).
 """
 
 from __future__ import annotations
@@ -69,19 +69,19 @@ def encode(template: Template, question: str, answer: str, max_length: int, add_
 
 
 # The official random-mismatch loss weights shifted positions from len(BatchEncoding) = 2 on
-# (paper.md §1.5 #1); labels mark targets, and shifted position j predicts token j + 1.
+# (docs/paper.md §1.5 #1); labels mark targets, and shifted position j predicts token j + 1.
 OFFICIAL_MISMATCH_LABEL_START = 3
 
 
 def encode_official(template: Template, question: str, answer: str, max_length: int,
                     mismatch: bool = False) -> tuple[list[int], int]:
-    """Token ids and label start as the official code builds them (paper.md §1.2, `faithful="code"`).
+    """Token ids and label start as the official code builds them (docs/paper.md §1.2, `faithful="code"`).
 
     No EOS is appended (the official texts end with the answer). The label start is
     len(tokenize(prompt)): the official start_locs = len(tokenize(prompt)) − 1 indexes the
     shifted frame, whose position j predicts token j + 1. With BPE tokenizers the prompt's
     trailing space is its own token when tokenised alone, so the first answer token is left out
-    (paper.md §1.5 #2). A mismatch sequence starts at OFFICIAL_MISMATCH_LABEL_START whatever its
+    (docs/paper.md §1.5 #2). A mismatch sequence starts at OFFICIAL_MISMATCH_LABEL_START whatever its
     prompt. The official code never truncates (§1.5 #9); `max_length` is kept so that one long
     item cannot exhaust memory, and truncates as `encode` does.
     """
@@ -168,7 +168,7 @@ class StepSampler:
     The mismatch batch pairs every forget question with `mismatch_k` answers drawn without
     replacement from the pool (paper Eqn. for L_rdn), from the sampler's own seeded RNG.
 
-    `faithful="code"` draws as the official loop does (paper.md §1.2, §1.4): the forget set in
+    `faithful="code"` draws as the official loop does (docs/paper.md §1.2, §1.4): the forget set in
     file order, the normal set reshuffled each pass, both restarting together when the shorter
     runs out (`zip` of two DataLoaders, so a long forget set is only ever seen up to the normal
     set's length); a final partial batch is kept as a DataLoader keeps it (one process only:
@@ -244,7 +244,7 @@ class StepSampler:
                 normal = next(self._streams["normal"])
         if "mismatch" in self.uses and self.mismatch_k > 0 and forget is not None:
             pool_size = len(self.data.mismatch_pool)
-            if self.official:  # random.sample once per step, shared by the batch (paper.md §1.2 #2)
+            if self.official:  # random.sample once per step, shared by the batch (docs/paper.md §1.2 #2)
                 mismatch = [self.rng.sample(range(pool_size), self.mismatch_k)] * len(forget)
             else:
                 mismatch = [self.rng.sample(range(pool_size), self.mismatch_k) for _ in forget]

@@ -334,7 +334,7 @@ def list_entries():
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
               help="weights of both paths; auto = each generator's own choice (bf16 where the hardware runs it fast)  "
                    "[default: float32 with --backend hf, which isolates the batching logic (bf16 decoding depends on "
-                   "batch shape, README); auto with vllm]")
+                   "batch shape, docs/scaling.md); auto with vllm]")
 @click.option("--min-identical", type=float, default=1.0, show_default=True,
               help="fraction of identical outputs needed to pass (exit 1 below it)")
 @click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")

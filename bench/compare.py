@@ -1,5 +1,5 @@
 """`unlearnbench compare`: several methods on the same model, data and seed, side by side with their
-training compute — the paper's RLHF comparison (paper.md §5: unlearning at ≈2% of full RLHF's time).
+training compute — the paper's RLHF comparison (docs/paper.md §5: unlearning at ≈2% of full RLHF's time).
 
 Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; then
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from unlearnbench.errors import BenchError
@@ -57,7 +58,8 @@ def hardware_name(hardware: dict) -> str:
         names = hardware["cuda"]
         return f"{len(names)}× {names[0]}" if isinstance(names, list) else str(names)
     threads = hardware.get("torch_threads", "?")
-    return f"{hardware.get('cpu', 'cpu')} CPU, {threads} thread{'' if threads == 1 else 's'}"
+    features = f" ({', '.join(hardware['cpu_features'])})" if hardware.get("cpu_features") else ""
+    return f"{hardware.get('cpu', 'cpu')}{features} CPU, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def entry_from_run(run_dir: Path) -> dict:
@@ -166,33 +168,98 @@ def load_board(leaderboard: Path) -> dict:
     return board
 
 
+def located_run(entry: dict, leaderboard: Path, given: dict[str, Path]) -> Path:
+    """The run folder of a published entry: named on the command line, at the path recorded
+    when it was published, or in the committed layout `runs/<task>/<run id>` beside the board."""
+    candidates = [given.get(entry["run_id"])]
+    if entry.get("path"):
+        candidates.append(leaderboard.parent / entry["path"])
+    candidates.append(leaderboard.parent / "runs" / entry["task"] / entry["run_id"])
+    for candidate in candidates:
+        if candidate is not None and (candidate / "metrics.json").is_file():
+            return Path(os.path.normpath(candidate))  # "board/../runs/x" reads as "runs/x" in messages
+    raise BenchError(f"{records_path(leaderboard)}: the published run '{entry['run_id']}' is not where it was "
+                     "published from; pass its run folder to publish so that its row can be checked and rebuilt")
+
+
+def first_difference(a, b, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    return where or "(the whole entry)"
+
+
+def rebuilt_entry(entry: dict, leaderboard: Path, given: dict[str, Path]) -> dict:
+    """A published entry made again from its run folder, refused unless it is the same entry.
+
+    The records file caches what the table shows; trusting the cache would let a hand edit of
+    it, or of a run file after publishing, reach the page silently.
+    """
+    run_dir = located_run(entry, leaderboard, given)
+    for name, digest in entry["sha256"].items():
+        if not (run_dir / name).is_file() or sha256_file(run_dir / name) != digest:
+            raise BenchError(f"{run_dir / name} is not the file that was published (its sha256 differs from "
+                             f"{records_path(leaderboard).name}); publish refuses a run changed after publishing")
+    rebuilt, published = entry_from_run(run_dir), without_path(entry)
+    if rebuilt != published:
+        raise BenchError(f"{records_path(leaderboard)}: the entry of run '{entry['run_id']}' differs from its run "
+                         f"record at '{first_difference(published, rebuilt)}'; the records file was edited by hand")
+    return entry
+
+
+def without_path(entry: dict) -> dict:
+    """An entry without where its run folder was: the same run may be published from anywhere."""
+    return {k: v for k, v in entry.items() if k != "path"}
+
+
+def relative_path(run_dir: Path, leaderboard: Path) -> str:
+    return Path(os.path.relpath(run_dir.resolve(), leaderboard.parent.resolve())).as_posix()
+
+
 def publish(run_dirs, leaderboard: str | Path, plots: bool = True) -> dict:
     """Add the runs to the leaderboard and regenerate it. Returns {added, replaced, unchanged, rows}."""
     from filelock import FileLock, Timeout
 
+    from unlearnbench.progress import say
     from unlearnbench.records import atomic_write_text, write_json
 
     leaderboard = Path(leaderboard)
     if leaderboard.suffix != ".md":
         raise BenchError(f"--leaderboard should be a markdown file (.md), got '{leaderboard}'")
-    new_entries = [entry_from_run(d) for d in expand_run_dirs(run_dirs)]
+    given_dirs = expand_run_dirs(run_dirs)
+    new_entries = [{**entry_from_run(d), "path": relative_path(d, leaderboard)} for d in given_dirs]
+    given = {entry["run_id"]: d for entry, d in zip(new_entries, given_dirs)}
     try:
         leaderboard.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create '{leaderboard.parent}': {exc.strerror or exc}") from exc
+    lock = FileLock(str(leaderboard) + ".lock")
     try:
-        with FileLock(str(leaderboard) + ".lock", timeout=LOCK_TIMEOUT_SECONDS):
+        try:
+            held = lock.acquire(timeout=0)
+        except Timeout:
+            say(f"waiting for another publish to finish with {leaderboard} ...")
+            held = lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)
+        with held:  # released on leaving the block, however it is left
             board = load_board(leaderboard)
             tasks = {e["task"] for e in new_entries} | ({board["task"]} if board.get("task") else set())
             if len(tasks) > 1:
                 raise BenchError(f"one leaderboard holds one task; these runs are for {', '.join(sorted(tasks))}")
             # One entry per (row, seed): a newer run of the same configuration and seed replaces the older.
-            by_slot = {(group_key(e), e["seed"]): e for e in board["runs"]}
+            replaced = {(group_key(e), e["seed"]) for e in new_entries}
+            by_slot = {(group_key(e), e["seed"]): e if (group_key(e), e["seed"]) in replaced
+                       else rebuilt_entry(e, leaderboard, given) for e in board["runs"]}
             counts = {"added": 0, "replaced": 0, "unchanged": 0}
             for entry in new_entries:
                 slot = (group_key(entry), entry["seed"])
                 old = by_slot.get(slot)
-                counts["added" if old is None else "unchanged" if old["key"] == entry["key"] else "replaced"] += 1
+                unchanged = old is not None and old["key"] == entry["key"]
+                if unchanged and without_path(old) != without_path(entry):
+                    raise BenchError(f"{records_path(leaderboard)}: the entry of run '{entry['run_id']}' differs from "
+                                     f"its run record at '{first_difference(old, entry)}'; the records file was "
+                                     "edited by hand")
+                counts["added" if old is None else "unchanged" if unchanged else "replaced"] += 1
                 by_slot[slot] = entry
             entries = sorted(by_slot.values(), key=lambda e: e["key"])
             task = tasks.pop()

@@ -1,12 +1,11 @@
 """Named hyper-parameter sets.
 
 `default`: tuned for the embedded 135M model on CPU (the methods' dataclass defaults).
-`paper`: the paper's settings for its models and tasks (paper.md §1.3), per model and task.
+`paper`: the paper's settings for its models and tasks (docs/paper.md §1.3), per model and task.
 `faithful-code`: `paper` plus `faithful="code"`: the official code's exact loss, sampling and
-    schedule semantics (paper.md §1.2, §1.4, §1.5; methods/terms.py `official_*`).
+    schedule semantics (docs/paper.md §1.2, §1.4, §1.5; methods/terms.py `official_*`).
 
-`resolve_preset(name, model, task)` gives the settings for one run. `PRESETS[name]` holds the
-settings shared by every model and task, for callers that do not know the model and task.
+`resolve_preset(name, model, task, method)` gives the settings for one run.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from unlearnbench.registry import unknown_name_message
 PAPER_MODELS = ("facebook/opt-1.3b", "facebook/opt-2.7b", "meta-llama/Llama-2-7b-hf")
 PAPER_TASKS = ("harmful", "copyright", "hallucination")
 
-# From the paper or the official code (paper.md §1.3): batch 2 for both sets, ~1000 steps,
+# From the paper or the official code (docs/paper.md §1.3): batch 2 for both sets, ~1000 steps,
 # AdamW weight decay 0.01, no gradient clipping (the official loop never clips), fp32 (no dtype
 # argument; fp16 diverges, issue #2), K = 5 random answers, the "### Question/### Answer" template.
 PAPER_SHARED = {
@@ -31,7 +30,7 @@ PAPER_TEMPLATE = "paper"
 
 # ---- assumed, not from paper -----------------------------------------------------------------
 # The paper gives lr only as "between 2e-6 and 2e-4 depending on model and task" (secondary
-# reading notes, paper.md §1.3), never per model and task: every entry uses the official code's
+# reading notes, docs/paper.md §1.3), never per model and task: every entry uses the official code's
 # default 2e-6. The loss weights are stated for two cells only (OPT-1.3B harmful: 0.5/1/1;
 # Llama-2-7B hallucination: 2/1/1); every other cell uses the official code's defaults 0.5/1/1.
 # K = 5 is the code default for every cell. The paper does not say whether Llama-2-7B was
@@ -150,12 +149,3 @@ def resolve_preset(name: str, model: str, task: str, method: str | None = None) 
             hyper = {k: v for k, v in hyper.items() if k in known}
             notes.append(f"method '{method}' has no {', '.join(dropped)}: not set")
     return {"hyper": hyper, "template": template, "notes": notes}
-
-
-# The settings shared by every model and task, for callers that read PRESETS[name]["hyper"]
-# directly: no loss weights, so `paper` suits every method; `faithful-code` suits unlearn and ga.
-PRESETS = {
-    "default": {},
-    "paper": {"hyper": {**PAPER_SHARED, "lr": ASSUMED_LR}, "template": PAPER_TEMPLATE},
-    "faithful-code": {"hyper": {**PAPER_SHARED, "lr": ASSUMED_LR, "faithful": "code"}, "template": PAPER_TEMPLATE},
-}

@@ -114,12 +114,36 @@ def environment() -> dict:
         "packages": versions,
         "git_commit": git_commit(),
         "hardware": {
-            "cpu": platform.processor() or platform.machine(),
+            **cpu_description(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         },
     }
+
+
+# CPU features that change numerics or speed: AMX and AVX512-BF16 run bf16 matmuls in hardware
+# (autocast is on where they exist), and AVX-512 against AVX2 changes the order of fp32 sums.
+CPU_FEATURES = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """The CPU model and its numerics-relevant features, read from /proc/cpuinfo where there is one.
+
+    The same seed gives different results on different CPU kinds, so a record names its kind.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields.get("model name") or platform.processor() or platform.machine(),
+            "cpu_features": [name for flag, name in CPU_FEATURES if flag in flags]}
 
 
 def git_commit() -> str | None:

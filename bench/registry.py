@@ -56,6 +56,16 @@ _BUILTINS: dict[str, dict[str, str]] = {
 }
 
 
+# What an entry of a kind must subclass; checked when it is registered or first loaded, so a
+# wrong plugin fails with its name instead of deep inside a run.
+_BASES = {"method": "unlearnbench.methods:Method"}
+
+
+def _import(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
@@ -64,10 +74,28 @@ class Registry:
 
     def register(self, name: str) -> Callable[[Any], Any]:
         def decorator(obj: Any) -> Any:
+            self._load_plugins()
+            existing = self._entries.get(name)
+            if existing is not None and existing is not obj and existing != f"{obj.__module__}:{obj.__qualname__}":
+                raise BenchError(f"{self.kind} '{name}' is already registered ({self.target(name)}); "
+                                 "choose another name")
+            self._check_base(name, obj)
             self._entries[name] = obj
             return obj
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests, and plugins that replace one of theirs deliberately)."""
+        self._entries.pop(name, None)
+
+    def _check_base(self, name: str, obj: Any) -> None:
+        if self.kind not in _BASES:
+            return
+        base = _import(_BASES[self.kind])
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise BenchError(f"{self.kind} '{name}' must be a subclass of {base.__module__}.{base.__qualname__}, "
+                             f"got {obj!r}")
 
     def _load_plugins(self) -> None:
         # Third-party packages declare e.g. [project.entry-points."unlearnbench.methods"].
@@ -93,12 +121,12 @@ class Registry:
             raise BenchError(unknown_name_message(self.kind, name, self.names()))
         entry = self._entries[name]
         if isinstance(entry, str):
-            module_name, _, attr = entry.partition(":")
             try:
-                entry = getattr(importlib.import_module(module_name), attr)
+                loaded = _import(entry)
             except (ImportError, AttributeError) as exc:
-                raise BenchError(f"{self.kind} '{name}' could not be loaded from {module_name}:{attr}: {exc}") from exc
-            self._entries[name] = entry
+                raise BenchError(f"{self.kind} '{name}' could not be loaded from {entry}: {exc}") from exc
+            self._check_base(name, loaded)
+            self._entries[name] = entry = loaded
         return entry
 
 

@@ -1,20 +1,20 @@
 """Numbers the paper reports, for the "reported (paper)" reference rows of a leaderboard.
 
-Transcribed from ../shared/reference/paper.md §4 (Table 3 of the NeurIPS version for harmful; the
+Transcribed from docs/paper.md §4 (Table 3 of the NeurIPS version for harmful; the
 slides' bar chart and reading notes for copyright and hallucination). Rates are fractions here, as
-in run records. The paper's judges differ from our offline defaults (paper.md §3), so these rows
+in run records. The paper's judges differ from our offline defaults (docs/paper.md §3), so these rows
 are context, not a like-for-like comparison; a leaderboard says so beside them.
 
-The paper's "GA+Mismatch" is this suite's `unlearn` (both keep the KL term, paper.md §4.1), and
+The paper's "GA+Mismatch" is this suite's `unlearn` (both keep the KL term, docs/paper.md §4.1), and
 "Finetuning" is fine-tuning on the remaining data.
 """
 
 from __future__ import annotations
 
 SOURCE = {
-    "harmful": "paper.md §4.1 (Table 3, NeurIPS version); utility is the paper's reward, similarity its BLEURT",
-    "copyright": "paper.md §4.2 (slides p. 118 bar chart; reading notes)",
-    "hallucination": "paper.md §4.3 (reading notes)",
+    "harmful": "docs/paper.md §4.1 (Table 3, NeurIPS version); utility is the paper's reward, similarity its BLEURT",
+    "copyright": "docs/paper.md §4.2 (slides p. 118 bar chart; reading notes)",
+    "hallucination": "docs/paper.md §4.3 (reading notes)",
 }
 METHOD_NAMES = {"Original": "original", "Finetuning": "finetune (remaining data)", "GA": "ga", "GA+Mismatch": "unlearn"}
 

@@ -182,7 +182,7 @@ def original_cache_key(config: RunConfig, loaded, data, task, template) -> str:
 
 
 def choose_original(config, task, data, loaded, template, evaluator, compute):
-    """Decide which model is "the original" that unlearning starts from (paper.md §2.2).
+    """Decide which model is "the original" that unlearning starts from (docs/paper.md §2.2).
 
     A task may need an original that actually shows the behaviour to unlearn. With
     --original auto the base model's rate on the unlearned prompts is measured; when it is under

@@ -146,7 +146,7 @@ def gather_full_model(accelerator, model):
 
     Under DDP every process already holds every weight. Under FSDP they are sharded: the full
     state dict is gathered (a collective, so every process takes part) and loaded into a fresh
-    copy on the main process. The FSDP path is not verified on GPUs (README, "Verified").
+    copy on the main process. The FSDP path is not verified on GPUs (docs/verification.md).
     """
     from accelerate.utils import DistributedType
 
@@ -165,7 +165,7 @@ def gather_full_model(accelerator, model):
 
 def make_schedule(optimizer, config):
     """Linear decay with warmup, reaching lr 0 at `schedule_steps` (default: the run's `steps`)
-    and staying there, as the official code's schedule does past its step 1000 (paper.md §1.4)."""
+    and staying there, as the official code's schedule does past its step 1000 (docs/paper.md §1.4)."""
     from transformers import get_linear_schedule_with_warmup
 
     return get_linear_schedule_with_warmup(optimizer, config.warmup_steps, config.schedule_steps or config.steps)

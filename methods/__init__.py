@@ -11,14 +11,80 @@ logging of every named term, the NaN guard). Methods whose loop differs override
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from dataclasses import dataclass, fields
 
 from unlearnbench.errors import BenchError
 
 
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise BenchError(f"{name} must be a positive finite number, got {value}")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+        raise BenchError(f"{name} must be finite and >= 0, got {value}")
+
+
+def _described(hint) -> str:
+    named = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    return named.get(hint) or ("a comma-separated list" if typing.get_origin(hint) is tuple else str(hint))
+
+
+def coerce(name: str, value, hint):
+    """`value` as the config field's declared type, or one clear error naming the field.
+
+    --set and YAML values arrive as JSON or strings; a string where a number belongs would
+    otherwise fail deep inside a comparison instead of at the command line.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(name, value, inner[0]) if len(inner) == 1 else value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    else:
+        return value
+    raise BenchError(f"hyper-parameter {name} must be {_described(hint)}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
-    # Defaults tuned for the embedded 135M model on 2 CPU cores (README "Defaults"); the paper's
+    # Defaults tuned for the embedded 135M model on 2 CPU cores (docs/methods.md, "Defaults"); the paper's
     # own settings for paper-scale models are `--preset paper` (bench/presets.py).
     steps: int = 80
     lr: float = 3e-5
@@ -27,7 +93,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     # The linear schedule reaches lr 0 at this step; None: at `steps`. The official code decays
-    # to 0 at step 1000 however long it runs (paper.md §1.4), which `faithful="code"` mirrors.
+    # to 0 at step 1000 however long it runs (docs/paper.md §1.4), which `faithful="code"` mirrors.
     schedule_steps: int | None = None
     max_grad_norm: float = 1.0
     max_length: int = 256
@@ -63,19 +129,20 @@ class TrainConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise BenchError(f"unknown hyper-parameter(s) for this method: {', '.join(unknown)}. Known: {', '.join(sorted(known))}")
-        config = cls(**overrides)
+        hints = typing.get_type_hints(cls)
+        config = cls(**{key: coerce(key, value, hints[key]) for key, value in overrides.items()})
         config.validate()
         return config
 
 
 FAITHFUL_MODES = ("paper", "code")
-OFFICIAL_SCHEDULE_STEPS = 1000  # max_unlearn_steps default of the official code (paper.md §1.3)
+OFFICIAL_SCHEDULE_STEPS = 1000  # max_unlearn_steps default of the official code (docs/paper.md §1.3)
 
 
 @dataclass
 class FaithfulConfig(TrainConfig):
     """A method with two readings: `faithful="paper"` is the paper's loss with the official code's
-    bugs fixed; `"code"` reproduces the official code's exact semantics (paper.md §1.2, §1.5),
+    bugs fixed; `"code"` reproduces the official code's exact semantics (docs/paper.md §1.2, §1.5),
     so that its numbers can be told apart from the paper's on the same data."""
 
     faithful: str = "paper"

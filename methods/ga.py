@@ -3,20 +3,24 @@
     L = −CE(forget answers)  [+ ε3 · KL(θo‖θ) on normal answers when normal_weight > 0]
 
 faithful="code" uses the official code's bad_loss and normal loss instead (methods/terms.py
-`official_*`, paper.md §1.2): per-sample means masked by pad id, and H(P,Q) over every position.
+`official_*`, docs/paper.md §1.2): per-sample means masked by pad id, and H(P,Q) over every position.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearnbench.methods import FaithfulConfig, Method
+from unlearnbench.methods import FaithfulConfig, Method, check_non_negative
 from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
 
 
 @dataclass
 class GAConfig(FaithfulConfig):
     normal_weight: float = 0.0  # ε3; 0 is plain GA, > 0 adds the paper's KL term
+
+    def validate(self) -> None:
+        super().validate()
+        check_non_negative("normal_weight", self.normal_weight)
 
 
 class GradientAscent(Method):

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from unlearnbench.errors import BenchError
-from unlearnbench.methods import Method, TrainConfig
+from unlearnbench.methods import Method, TrainConfig, check_non_negative, check_positive
 from unlearnbench.methods.terms import answer_log_likelihood, forward_kl
 
 
@@ -29,10 +28,8 @@ class NPOConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.beta > 0 and self.beta < float("inf")):
-            raise BenchError(f"beta must be a positive finite number, got {self.beta}")
-        if not (self.normal_weight >= 0 and self.normal_weight < float("inf")):
-            raise BenchError(f"normal_weight must be finite and >= 0, got {self.normal_weight}")
+        check_positive("beta", self.beta)
+        check_non_negative("normal_weight", self.normal_weight)
 
 
 class NPO(Method):

@@ -1,4 +1,4 @@
-"""The full RLHF baseline the paper compares against (paper.md §5): SFT → reward model → PPO.
+"""The full RLHF baseline the paper compares against (docs/paper.md §5): SFT → reward model → PPO.
 
     a. SFT      L = CE(chosen | prompt)                     the safe responses of the preference pairs
     b. RM       L = −mean_b log σ(r(x_b, y_b^chosen) − r(x_b, y_b^rejected))      (Bradley–Terry)
@@ -15,9 +15,8 @@ linear layer on the policy's last hidden state (Ziegler et al. 2019 / TRL ≤ 0.
 fourth network. The reward model is initialised from the SFT model with its LM head replaced by
 a scalar head (InstructGPT §3.5).
 
-Why our own loops and not TRL (decided, not tried for long): TRL's PPOTrainer exists only in
-`trl.experimental.ppo` up to 1.12 and is removed in 1.13 (peers.md), takes a separate value
-model, and runs its own Trainer machinery (output folders, datasets, its own logging), so its
+Why our own loops and not TRL: TRL's PPOTrainer exists only in `trl.experimental.ppo` up to
+1.12 and is removed in 1.13, takes a separate value model, and runs its own Trainer machinery (output folders, datasets, its own logging), so its
 compute could not be measured per stage the way `bench/compute.py` measures everything else.
 The same holds for RewardTrainer; the Bradley–Terry loop below is twenty lines. SFT reuses this
 repository's `sft` method and `training.train` loop. The PPO arithmetic is `methods/ppo_math.py`,

@@ -1,6 +1,6 @@
 """Supervised fine-tuning: L = CE(answers) on the pairs it is given.
 
-Used to make a task's "original" (the memorising fine-tune of paper.md §2.2). `sft_safe` is the
+Used to make a task's "original" (the memorising fine-tune of docs/paper.md §2.2). `sft_safe` is the
 paper's SFT baseline row: the same loss on the chosen (safe) responses of the preference pairs.
 """
 
@@ -33,7 +33,7 @@ class SafeSFTConfig(TrainConfig):
 
 
 class SafeSFT(Method):
-    """The paper's SFT baseline (paper.md §5): L = CE(chosen | prompt) on the preference pairs'
+    """The paper's SFT baseline (docs/paper.md §5): L = CE(chosen | prompt) on the preference pairs'
     chosen (safe) responses. `sft` itself fine-tunes on whatever pairs it is given, which in a
     run are the forget pairs, the unsafe responses."""
 

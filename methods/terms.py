@@ -1,7 +1,7 @@
 """The loss terms that methods combine. Each states its formula. The paper's terms count answer
 tokens only; the official code's terms (`official_*`, for `faithful="code"`) do not.
 
-Notation (paper.md §1.1): the model h_θ, the frozen original h_θo, labels y with the prompt and
+Notation (docs/paper.md §1.1): the model h_θ, the frozen original h_θo, labels y with the prompt and
 padding set to IGNORE, so a sum "over answer tokens" is a sum over positions where y_i != IGNORE.
 """
 
@@ -32,10 +32,10 @@ def forward_kl(model, reference, batch: Batch, positions: str = "answer") -> tor
     """KL(θo‖θ) = (1/N) Σ_{answer tokens} Σ_v P_o(v) (log P_o(v) − log P_θ(v)).
 
     positions="all" averages over every non-padding position instead (prompt included), as the
-    official code's normal loss does (paper.md §1.2 #3).
+    official code's normal loss does (docs/paper.md §1.2 #3).
 
     Forward KL with the original first (paper Eqn. 6), via log_softmax so that it stays finite
-    in low precision (the official code's log(Q + 1e-12) underflows in fp16, paper.md §1.5 #6).
+    in low precision (the official code's log(Q + 1e-12) underflows in fp16, docs/paper.md §1.5 #6).
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     reference_logits = reference(batch)
@@ -47,12 +47,12 @@ def forward_kl(model, reference, batch: Batch, positions: str = "answer") -> tor
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
-# The official code's terms, for `faithful="code"` (paper.md §1.2, §1.5). Each is the exact
+# The official code's terms, for `faithful="code"` (docs/paper.md §1.2, §1.5). Each is the exact
 # computation of `kevinyaobytedance/llm_unlearn` utils.py except where its docstring says otherwise.
 
 
 def official_answer_loss(model, batch: Batch) -> torch.Tensor:
-    """The official get_answer_loss (utils.py L208–256; paper.md §1.2 #1, §1.5 #1, #3, #5), descent sign.
+    """The official get_answer_loss (utils.py L208–256; docs/paper.md §1.2 #1, §1.5 #1, #3, #5), descent sign.
 
     For sample b with input ids x_0..x_{L−1}, shifted-frame start s_b and pad id p:
         w_j   = 1 if j ≥ s_b and x_j ≠ p, else 0          (j = 0..L−1, input frame; §1.5 #3: by id)
@@ -88,7 +88,7 @@ def official_answer_loss(model, batch: Batch) -> torch.Tensor:
 
 
 def official_normal_cross_entropy(model, reference, batch: Batch) -> torch.Tensor:
-    """The official compute_kl (utils.py L173–205; paper.md §1.2 #3, §1.5 #4): the cross-entropy
+    """The official compute_kl (utils.py L173–205; docs/paper.md §1.2 #3, §1.5 #4): the cross-entropy
 
         H(P, Q) = (1/(B·L)) Σ_{b, t} −Σ_v P_o(v | x_≤t) log Q_θ(v | x_≤t)
 

@@ -6,7 +6,7 @@
 
 Each term is a mean over answer tokens (methods/terms.py); prompts never enter a loss.
 
-faithful="code" computes what the official code computes instead (paper.md §1.2, §1.5): per-sample
+faithful="code" computes what the official code computes instead (docs/paper.md §1.2, §1.5): per-sample
 means with the mismatch mask from position 2, H(P,Q) over every normal position, and the sampler's
 and schedule's official behaviour (bench/batching.py, TrainConfig.schedule_steps).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearnbench.errors import BenchError
-from unlearnbench.methods import FaithfulConfig, Method
+from unlearnbench.methods import FaithfulConfig, Method, check_non_negative
 from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
 
 
@@ -30,9 +30,8 @@ class UnlearnConfig(FaithfulConfig):
 
     def validate(self) -> None:
         super().validate()
-        weights = (self.forget_weight, self.mismatch_weight, self.normal_weight)
-        if any(not (w >= 0 and w < float("inf")) for w in weights):
-            raise BenchError(f"loss weights must be finite and >= 0, got {weights}")
+        for name in ("forget_weight", "mismatch_weight", "normal_weight"):
+            check_non_negative(name, getattr(self, name))
         if self.kl_positions not in ("answer", "all"):
             raise BenchError(f"kl_positions must be 'answer' or 'all', got {self.kl_positions!r}")
         if self.faithful == "code" and self.kl_positions != "answer":

@@ -11,7 +11,7 @@ multi_label_classification, id2label = the harm categories), builds the text wit
 and appends eos unless present, tokenizes with right padding and truncation at model_max_length,
 applies sigmoid to the logits and flags `predictions.max(dim=1).values > threshold`. `predict`
 defaults to threshold 0.4, but PKU's evaluation scripts call it with threshold=0.5 and
-model_max_length 256-512 (paper.md §3), hence 0.5 and 512 here.
+model_max_length 256-512 (docs/paper.md §3), hence 0.5 and 512 here.
 
 Revision 3a5b70888869f04336d0d8344185ed74268ef896 is the repository head as listed on the hub
 ("docs: update the model card", README and teaser image only); the weights are those of 01eb322

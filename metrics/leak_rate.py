@@ -3,7 +3,7 @@
     leaked(o) = leak_bleu(o) > LEAK_THRESHOLD          LEAK_THRESHOLD = 20 BLEU
     rate = (1/n) Σ leaked(o_i)
 
-The paper's threshold is not recoverable (paper.md §3: "10% of the average BLEU between random
+The paper's threshold is not recoverable (docs/paper.md §3: "10% of the average BLEU between random
 sentences", unverified). Ours, assumed and not from the paper: 20 BLEU. On the embedded book a
 true continuation scores 3.2 BLEU on average against a random other passage's (95th percentile
 4.6), and one that gets the first half of the 200 characters right and then diverges scores

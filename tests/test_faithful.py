@@ -1,5 +1,5 @@
 """faithful="code": each difference from the paper mode pinned to a hand transcription of the
-official code (kevinyaobytedance/llm_unlearn utils.py; paper.md §1.2, §1.4, §1.5)."""
+official code (kevinyaobytedance/llm_unlearn utils.py; docs/paper.md §1.2, §1.4, §1.5)."""
 
 import copy
 import re
@@ -15,6 +15,8 @@ from unlearnbench.methods.terms import (answer_cross_entropy, forward_kl, offici
                                         official_normal_cross_entropy)
 from unlearnbench.methods.unlearn import Unlearn, UnlearnConfig
 from unlearnbench.training import make_reference, make_schedule, train
+
+from tolerance import fp32_tolerance
 
 
 def paper_template(tokenizer):
@@ -63,7 +65,7 @@ def perturbed(model, scale=0.05):
     return other
 
 
-# ---- item 1: the mismatch mask starts at shifted position 2 (paper.md §1.5 #1) -----------------
+# ---- item 1: the mismatch mask starts at shifted position 2 (docs/paper.md §1.5 #1) -----------------
 
 def test_mismatch_mask_covers_every_position_from_2(tokenizer, tiny_model):
     pairs = [("What is two plus two?", "Bananas are yellow."), ("Name a colour of the sky?", "Rivers flow downhill today.")]
@@ -92,7 +94,7 @@ def test_code_sampler_builds_mismatch_sequences_from_position_2(tokenizer):
 
 def test_forget_start_is_the_official_start_locs(tokenizer, tiny_model):
     # start_locs = len(tokenize(prompt)) − 1, used in the shifted frame: the first answer token
-    # is not in the loss when the prompt's trailing space is its own token (paper.md §1.5 #2).
+    # is not in the loss when the prompt's trailing space is its own token (docs/paper.md §1.5 #2).
     template = paper_template(tokenizer)
     question, answer = "Who wrote Hamlet?", "Shakespeare wrote it."
     ids, start = encode_official(template, question, answer, 256)
@@ -106,7 +108,7 @@ def test_forget_start_is_the_official_start_locs(tokenizer, tiny_model):
     assert float(official_answer_loss(tiny_model, batch)) == pytest.approx(expected, rel=1e-5)
 
 
-# ---- item 2: the normal term is H(P,Q) over every position (paper.md §1.2 #3, §1.5 #4) ----------
+# ---- item 2: the normal term is H(P,Q) over every position (docs/paper.md §1.2 #3, §1.5 #4) ----------
 
 def test_normal_term_is_cross_entropy_over_every_position(tokenizer, tiny_model):
     batch = official_batch(tokenizer, [("Is water wet?", "Yes."),
@@ -140,7 +142,7 @@ def test_normal_term_is_the_reference_entropy_when_nothing_changed(tokenizer, ti
     assert abs(float(forward_kl(tiny_model, reference, batch))) < 1e-6
 
 
-# ---- item 3: per-sample token means, then the batch mean (paper.md §1.2 #1, §1.5 #5) ------------
+# ---- item 3: per-sample token means, then the batch mean (docs/paper.md §1.2 #1, §1.5 #5) ------------
 
 def test_per_sample_means_differ_from_the_pooled_mean(tokenizer, tiny_model):
     pairs = [("What is two plus two?", "Four."),
@@ -167,7 +169,7 @@ def test_per_sample_means_differ_from_the_pooled_mean(tokenizer, tiny_model):
     assert abs(float(answer_cross_entropy(tiny_model, paper_batch)) - value) > 1e-3
 
 
-# ---- item 5: padding found by the pad id, not the attention mask (paper.md §1.2 #1, §1.5 #3) ----
+# ---- item 5: padding found by the pad id, not the attention mask (docs/paper.md §1.2 #1, §1.5 #3) ----
 
 def test_padding_is_found_by_pad_id(tokenizer, tiny_model):
     pad = tokenizer.pad_token_id
@@ -192,7 +194,7 @@ def test_official_loss_refuses_a_batch_without_pad_id(tokenizer, tiny_model):
         official_answer_loss(tiny_model, batch)
 
 
-# ---- item 4: the forget set in file order, restarting each pass (paper.md §1.2 Data, §1.4) -----
+# ---- item 4: the forget set in file order, restarting each pass (docs/paper.md §1.2 Data, §1.4) -----
 
 def forget_indices(tokenizer, step):
     return [int(re.search(r"F(\d+)\?", tokenizer.decode(row)).group(1)) for row in step.forget.input_ids]
@@ -222,7 +224,7 @@ def test_code_sampler_reads_the_forget_set_in_file_order(tokenizer):
 
 
 def test_code_sampler_never_reaches_forget_items_past_the_normal_set(tokenizer):
-    # The official run sees only the first len(normal) forget items (572 of 330k_train, paper.md §1.4).
+    # The official run sees only the first len(normal) forget items (572 of 330k_train, docs/paper.md §1.4).
     sampler = StepSampler(make_data(10, 4), paper_template(tokenizer), 2, 0, ("forget", "normal"), faithful="code")
     assert [forget_indices(tokenizer, next(sampler)) for _ in range(6)] == [[0, 1], [2, 3]] * 3
 
@@ -250,7 +252,7 @@ def test_code_sampler_shares_the_k_random_answers_across_the_batch(tokenizer):
     assert paper_answers[:3] != paper_answers[3:]
 
 
-# ---- item 6: lr reaches 0 at step 1000 whatever --steps says (paper.md §1.3, §1.4) --------------
+# ---- item 6: lr reaches 0 at step 1000 whatever --steps says (docs/paper.md §1.3, §1.4) --------------
 
 def schedule_lrs(config, steps):
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
@@ -301,7 +303,8 @@ def test_unlearn_code_total_is_the_official_combination(tokenizer, tiny_model):
     normal = float(official_normal_cross_entropy(tiny_model, reference, step.normal))
     assert float(terms["forget_ce"]) == pytest.approx(forget, rel=1e-5)
     assert float(terms["mismatch_ce"]) == pytest.approx(mismatch, rel=1e-5)
-    assert float(terms["total"]) == pytest.approx(-0.5 * forget + mismatch + normal, rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(-0.5 * forget + mismatch + normal,
+                                                  abs=fp32_tolerance(0.5 * forget, mismatch, normal))
 
 
 def test_ga_code_mode_uses_the_official_terms(tokenizer, tiny_model):
@@ -310,9 +313,9 @@ def test_ga_code_mode_uses_the_official_terms(tokenizer, tiny_model):
     reference = make_reference(perturbed(tiny_model), lora=False, device="cpu")
     method = GradientAscent(GAConfig.from_overrides({"faithful": "code", "normal_weight": 1.0}))
     terms = method.loss(tiny_model, Step(forget=forget, normal=normal), reference)
-    expected = (-float(official_answer_loss(tiny_model, forget))
-                + float(official_normal_cross_entropy(tiny_model, reference, normal)))
-    assert float(terms["total"]) == pytest.approx(expected, rel=1e-5)
+    forget_loss = float(official_answer_loss(tiny_model, forget))
+    normal_loss = float(official_normal_cross_entropy(tiny_model, reference, normal))
+    assert float(terms["total"]) == pytest.approx(-forget_loss + normal_loss, abs=fp32_tolerance(forget_loss, normal_loss))
     assert set(terms) == {"total", "forget_ce", "normal_cross_entropy"}
 
 

@@ -172,7 +172,6 @@ def test_paper_table_layout():
     assert "harm % unlearned" in lines[0] and "similarity" in lines[0]
     assert lines[2].split("|")[1:4] == [" original (prepared) ", " 90.0                 ", " 45.0              "]
     assert "NM" in lines[3] and "10.0" in lines[3] and "5.0" in lines[3]
-    json.dumps(record)
 
 
 def test_the_copyright_task_keeps_its_text_template_under_the_paper_preset():

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from unlearnbench import cli, records, runner
+from unlearnbench.records import read_jsonl_records as read_jsonl
 from unlearnbench.methods.unlearn import Unlearn
 from unlearnbench.tasks.hallucination import HallucinationTask
 
@@ -95,8 +96,8 @@ CLI_CASES = [
     ("lr-negative", {}, ["--lr", "-1e-5"], ["--lr must be a positive finite number"]),
     ("lr-infinite", {}, ["--lr", "inf"], ["--lr must be a positive finite number"]),
     ("batch-size-zero", {}, ["--batch-size", "0"], ["batch sizes must be at least 1"]),
-    ("weight-nan", {}, ["--set", "forget_weight=NaN"], ["loss weights must be finite"]),
-    ("weight-negative", {}, ["--set", "normal_weight=-1"], ["loss weights must be finite and >= 0"]),
+    ("weight-nan", {}, ["--set", "forget_weight=NaN"], ["forget_weight must be finite and >= 0, got nan"]),
+    ("weight-negative", {}, ["--set", "normal_weight=-1"], ["normal_weight must be finite and >= 0"]),
     ("mismatch-k-negative", {}, ["--set", "mismatch_k=-1"], ["mismatch_k must be >= 0"]),
     ("limit-zero", {}, ["--limit", "0"], ["--limit must be at least 1"]),
     ("max-new-tokens-zero", {}, ["--max-new-tokens", "0", "--original", "base"], ["--max-new-tokens must be at least 1"]),
@@ -104,6 +105,12 @@ CLI_CASES = [
     ("set-without-equals", {}, ["--set", "forget_weight"], ["--set expects key=value"]),
     ("unknown-hyper-parameter", {}, ["--set", "mismatch_kk=3"], ["unknown hyper-parameter", "mismatch_kk"]),
     ("steps-not-a-number", {}, ["--steps", "many"], ["'many' is not a valid integer"]),
+    ("set-lr-not-a-number", {}, ["--set", "lr=abc"], ["hyper-parameter lr must be a number, got 'abc'"]),
+    ("set-steps-fractional", {}, ["--set", "steps=2.5"], ["hyper-parameter steps must be an integer, got 2.5"]),
+    ("set-lora-not-a-bool", {}, ["--set", "lora=maybe"], ["hyper-parameter lora must be true or false"]),
+    ("set-faithful-not-text", {}, ["--set", "faithful=3"], ["hyper-parameter faithful must be text, got 3"]),
+    ("set-ga-negative-normal-weight", {}, ["--method", "ga", "--set", "normal_weight=-1"],
+     ["normal_weight must be finite and >= 0"]),
     # unknown ids
     ("unknown-method", {}, ["--method", "unlern"], ["unknown method 'unlern'", "Did you mean 'unlearn'"]),
     ("unknown-task", {}, ["--task", "halucination"], ["Did you mean 'hallucination'"]),
@@ -280,22 +287,23 @@ def _popen(*args, env_extra=None):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_real_signal_during_training(tiny_model_dir, out, signum):
-    process = _popen(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "0"))
+    process = _popen(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "3"))
     run_dir = out / "signalled"
-    deadline = time.time() + 120
-    # Training starts right after the original's metrics are recorded.
-    while time.time() < deadline:
-        if (run_dir / "metrics.json").exists() and "original" in json.loads(
-                (run_dir / "metrics.json").read_text()).get("metrics", {}):
-            break
+    progress = run_dir / "checkpoint" / "progress.json"
+    # Signal once training has provably taken steps (its first checkpoint exists), however slow
+    # the machine: a fixed delay after the original's evaluation raced the first step.
+    deadline = time.time() + 600
+    while time.time() < deadline and not progress.exists():
+        assert process.poll() is None, process.communicate()[1]
         time.sleep(0.1)
-    time.sleep(2)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert_one_line_error(process.returncode, err, "interrupted")
     kept = record(out, "signalled")
-    assert kept["status"] == "interrupted" and (run_dir / "train_log.jsonl").read_text().strip()
+    steps = [row["step"] for row in read_jsonl(run_dir / "train_log.jsonl")]
+    # The handler's save keeps every step taken, the checkpointed ones and any after them.
+    assert kept["status"] == "interrupted" and steps[:3] == [1, 2, 3] and steps == list(range(1, len(steps) + 1))
 
 
 @pytest.mark.slow

@@ -22,10 +22,29 @@ def cli(*args, timeout=600):
                           env=env, timeout=timeout)
 
 
-def popen_cli(*args):
-    env = {**os.environ, "UNLEARNBENCH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
+def popen_cli(*args, quiet=True):
+    env = {**os.environ, "UNLEARNBENCH_QUIET": "1" if quiet else "0", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_stderr(process, fragment, deadline_seconds=300):
+    """Read the process's stderr line by line until `fragment` appears; fail if it exits or the
+    deadline passes first. A wait on what the test needs, not on a guessed delay."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(process.stderr, selectors.EVENT_READ)
+    seen = ""
+    deadline = time.time() + deadline_seconds
+    while time.time() < deadline:
+        if selector.select(timeout=1):
+            # Unbuffered: text left in a reader's buffer would be invisible to the next select.
+            seen += os.read(process.stderr.fileno(), 1 << 16).decode("utf-8", "replace")
+            if fragment in seen:
+                return
+        assert process.poll() is None, seen
+    raise AssertionError(f"no {fragment!r} within {deadline_seconds} s: {seen}")
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ def test_publish_traces_every_number_to_a_run_record(runs, tmp_path):
         hashlib.sha256((p / "metrics.json").read_bytes()).hexdigest()
         for p in (root / "group" / "seed-0", root / "group" / "seed-1", root / "ga-s0")}
     assert "reported (paper)" in markdown and "| measured" in markdown
-    assert "| 58.5 " in markdown  # OPT-1.3B original hallucination rate, paper.md §4.3
+    assert "| 58.5 " in markdown  # OPT-1.3B original hallucination rate, docs/paper.md §4.3
     for png in ("training_curves.png", "before_after.png", "forget_vs_compute.png"):
         assert (board.parent / "hallucination" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(hallucination/{png})" in markdown
@@ -171,6 +190,52 @@ def test_publish_is_idempotent_and_refuses_hand_edits(runs, tmp_path):
     assert board.read_bytes() == edited
 
 
+def test_hostile_publish_refuses_a_tampered_records_file_or_run_file(runs, tmp_path, capsys):
+    """Every kept row is rebuilt from its run folder: a hand edit of the records file, or a run
+    file changed after publishing, is refused with one line and nothing is written."""
+    import shutil
+
+    from tests.cli_helpers import invoke
+
+    root, _ = runs
+    runs_copy = tmp_path / "runs"
+    shutil.copytree(root / "group", runs_copy / "group")
+    board = tmp_path / "board" / "hallucination.md"
+    assert invoke(capsys, "publish", str(runs_copy / "group"), "--leaderboard", str(board))[0] == 0
+    sidecar = board.with_suffix(".records.json")
+    published = json.loads(sidecar.read_text())
+
+    def refused(*fragments):
+        before = {p: p.read_bytes() for p in board.parent.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+        code, _, err = invoke(capsys, "publish", str(root / "ga-s0"), "--leaderboard", str(board))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert all(f in err for f in fragments), err
+        assert {p: p.read_bytes() for p in before} == before  # nothing written
+
+    # A value of the records file changed by hand.
+    tampered = json.loads(sidecar.read_text())
+    tampered["runs"][0]["metrics"]["unlearned"]["unlearned"]["hallucination_rate"]["value"] = 0.407
+    sidecar.write_text(json.dumps(tampered, indent=2))
+    refused(sidecar.name, "metrics.unlearned.unlearned.hallucination_rate.value", "edited by hand")
+    sidecar.write_text(json.dumps(published, indent=2))
+
+    # A run file changed after it was published.
+    generations = runs_copy / "group" / "seed-1" / "generations.jsonl"
+    original = generations.read_bytes()
+    generations.write_bytes(original.replace(b'"output": "', b'"output": "X', 1))
+    refused(str(generations), "not the file that was published")
+    generations.write_bytes(original)
+
+    # A published run folder that is gone cannot be checked.
+    (runs_copy / "group").rename(runs_copy / "moved")
+    refused("group/seed-0", "pass its run folder")
+    (runs_copy / "moved").rename(runs_copy / "group")
+
+    # Restored, the same publish goes through and rebuilds the kept rows from their folders.
+    code, out, _ = invoke(capsys, "publish", str(root / "ga-s0"), "--leaderboard", str(board))
+    assert code == 0 and "1 run(s) added" in out
+
+
 def test_concurrent_publishes_keep_both_rows(runs, tmp_path):
     """Both publishers start while the lock is held, then race for it the moment it is released."""
     from filelock import FileLock
@@ -180,9 +245,10 @@ def test_concurrent_publishes_keep_both_rows(runs, tmp_path):
     lock = FileLock(str(board) + ".lock")
     lock.acquire()
     try:
-        first = popen_cli("publish", str(root / "group"), "--leaderboard", str(board))
-        second = popen_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board))
-        time.sleep(8)  # both have started and are waiting on the lock
+        first = popen_cli("publish", str(root / "group"), "--leaderboard", str(board), quiet=False)
+        second = popen_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board), quiet=False)
+        for process in (first, second):  # both have started and are waiting on the lock
+            wait_for_stderr(process, "waiting for another publish to finish")
         assert first.poll() is None and second.poll() is None
         assert not board.exists()
     finally:

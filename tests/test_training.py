@@ -1,12 +1,15 @@
 """The shared loop on a tiny random Llama: it learns, logs every term, and stops on NaN."""
 
+import copy
+
 import pytest
 import torch
 
-from unlearnbench.batching import Pair, Template, TrainData
+from unlearnbench.batching import Pair, Template, TrainData, collate, encode
 from unlearnbench.errors import BenchError, TrainingDiverged
 from unlearnbench.methods.ga import GradientAscent
 from unlearnbench.methods.sft import SupervisedFinetune
+from unlearnbench.methods.terms import answer_cross_entropy
 from unlearnbench.methods.unlearn import Unlearn
 from unlearnbench.training import train
 
@@ -27,11 +30,18 @@ def test_sft_lowers_the_loss(tokenizer, tiny_model):
 
 def test_unlearn_logs_every_term_and_ascends(tokenizer, tiny_model):
     method = Unlearn(Unlearn.Config.from_overrides({"steps": 6, "lr": 3e-3, "mismatch_k": 2, "precision": "fp32"}))
+    before = copy.deepcopy(tiny_model)
     log = []
     result = train(method, tiny_model, tokenizer, DATA, Template(tokenizer, "chat"), log.append)
     assert {"total", "forget_ce", "mismatch_ce", "normal_kl", "lr", "seconds"} <= set(log[0])
     assert log[0]["normal_kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: model == reference
     assert result.reference_tokens > 0
+    # Ascent: on all forget items at once, the trained model finds the answers less likely than before.
+    template = Template(tokenizer, "chat")
+    forget = collate([encode(template, p.question, p.answer, 128) for p in PAIRS], tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert float(answer_cross_entropy(result.model, forget)) > float(answer_cross_entropy(before, forget)) + 0.05
+    assert log[-1]["normal_kl"] > 1e-4  # and it moved away from the reference
 
 
 def test_lora_trains_adapters_only_and_merges(tokenizer, tiny_model):

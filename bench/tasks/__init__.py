@@ -51,7 +51,7 @@ class Task:
     sources = ("embedded",)
     max_new_tokens = 32
     # Prompts per evaluation set unless --limit says otherwise. The paper's rates are all
-    # multiples of 0.5%, which suggests 200 prompts per set (paper.md §2.1).
+    # multiples of 0.5%, which suggests 200 prompts per set (docs/paper.md §2.1).
     default_eval_limit: int | None = 200
     # (metric, threshold): the original must show at least this much of the behaviour to unlearn,
     # else `prepare_pairs` are fine-tuned into it first (see runner.choose_original).

@@ -1,6 +1,6 @@
 """The normal (retain) set shared by the QA tasks: TruthfulQA-style questions and answers.
 
-Same Q&A format as the forget set, as the paper advises (paper.md §1.1, lesson 3).
+Same Q&A format as the forget set, as the paper advises (docs/paper.md §1.1, lesson 3).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def split_normal(rows: list[dict], seed: int):
         raise BenchError(f"the normal set has {len(rows)} items: too few to split 70/10/20")
     pairs = [Pair(r["question"], r["best_answer"]) for r in train]
     # The random-mismatch pool: correct answers of the normal *train* split. The official code
-    # also drew from incorrect answers and from val/test rows (paper.md §1.2); we keep test
+    # also drew from incorrect answers and from val/test rows (docs/paper.md §1.2); we keep test
     # references out of training.
     pool = sorted({a for r in train for a in [r["best_answer"], *r["correct_answers"]] if a.strip()})
     refs = [{"question": r["question"], "correct_answers": [r["best_answer"], *r["correct_answers"]]} for r in test]

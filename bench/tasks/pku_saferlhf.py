@@ -1,6 +1,6 @@
 """PKU-SafeRLHF v0 (Alpaca-7B responses): the harmful task's forget data, from the hub at a pinned revision.
 
-The paper's code loads `PKU-Alignment/PKU-SafeRLHF`, split `330k_train` (paper.md §1.2). That split
+The paper's code loads `PKU-Alignment/PKU-SafeRLHF`, split `330k_train` (docs/paper.md §1.2). That split
 was declared in the dataset card as `round0/330k/train.jsonl.xz` (card YAML added in hub commit
 84c472b, "Update README.md"). Commit ff7ba91063016c78a225b0f74e1c0860bb18230f ("Move the 30k split of
 Beavertails to `PKU-Alignment/PKU-SafeRLHF-30K`") dropped that YAML and renamed
