@@ -1,0 +1,67 @@
+"""One forward pass per training step, however many batches the step's loss reads.
+
+A method's loss calls `model(input_ids=..., attention_mask=...)` once per batch it uses (the
+unlearn loss: forget, K mismatch answers, normal). On a CPU, three small forwards run their
+matrix products at small row counts, well below the rate the same products reach at the
+combined size. `PackedForward` stands in for the model during one step: the first call for any
+of the step's batches runs the model once over all of them, right-padded to a common width, and
+every call is then served its own rows and columns of that result. Methods stay unchanged and
+keep writing one call per batch.
+
+Right padding leaves a row's real tokens unaffected (causal attention never looks right, and
+padded keys are masked), and each batch gets back exactly its own width, so losses that count
+padding positions (the official code's normal term) see the same positions as before. The
+values agree with separate forwards within float rounding (tests/test_packing.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.modeling_outputs import CausalLMOutput
+
+from unlearnbench.batching import Batch, Step
+
+
+class PackedForward:
+    """The model, for the duration of one step, with one forward pass over the step's batches.
+
+    A call with anything else (a batch outside the step, extra keyword arguments such as
+    `output_hidden_states`) goes to the model itself.
+    """
+
+    def __init__(self, model, step: Step):
+        self.model = model
+        self.batches = [b for b in (step.forget, step.mismatch, step.normal) if b is not None]
+        self._logits: dict[int, torch.Tensor] | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, input_ids=None, attention_mask=None, **kwargs):
+        if kwargs or not any(b.input_ids is input_ids for b in self.batches):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if self._logits is None:
+            self._logits = self._forward_all()
+        return CausalLMOutput(logits=self._logits[id(input_ids)])
+
+    def _forward_all(self) -> dict[int, torch.Tensor]:
+        input_ids, attention_mask = concatenated(self.batches)
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        served, row = {}, 0
+        for batch in self.batches:
+            rows, width = batch.input_ids.shape
+            served[id(batch.input_ids)] = logits[row:row + rows, :width]
+            row += rows
+        return served
+
+
+def concatenated(batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batches' rows stacked, each right-padded to the widest (padding masked out)."""
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def padded(tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+    input_ids = torch.cat([padded(b.input_ids, b.pad_id if b.pad_id is not None else 0) for b in batches])
+    attention_mask = torch.cat([padded(b.attention_mask, 0) for b in batches])
+    return input_ids, attention_mask
