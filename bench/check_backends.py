@@ -5,7 +5,7 @@
 
 Both paths decode greedily, in the same dtype, the first --limit prompts of the task's `unlearned`
 evaluation set, built with the task's template exactly as the runner builds them. Each path's
-outputs are scored with the task's metrics and judges through runner.Evaluator, as a run scores
+outputs are scored with the task's metrics and judges through evaluation.Evaluator, as a run scores
 them. Reported: the fraction of prompts with identical outputs, the mean token agreement (see
 `token_agreement`), and each metric per path.
 
@@ -108,7 +108,8 @@ def check(options: CheckOptions) -> dict:
     from unlearnbench import models, registry
     from unlearnbench.batching import Template
     from unlearnbench.metrics.judges import LanguageModelJudge
-    from unlearnbench.runner import Evaluator, RunConfig, make_judges
+    from unlearnbench.config import RunConfig
+    from unlearnbench.evaluation import Evaluator, make_judges
 
     task = registry.get("task", options.task)()
     models.check(options.model)

@@ -116,7 +116,7 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
-    from unlearnbench.runner import RunConfig
+    from unlearnbench.config import RunConfig
 
     if resume:
         given = [f"--{name.replace('_', '-')}" for name in ctx.params if name != "resume"
@@ -156,7 +156,8 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
 def _run_seeds_and_report(config, seeds_text: str | None, group=None):
     from unlearnbench.multiseed import parse_seeds, resume_seeds, run_seeds, seed_records
     from unlearnbench.records import load_json
-    from unlearnbench.runner import paper_table, process_state
+    from unlearnbench.run_folder import process_state
+    from unlearnbench.tables import paper_table
 
     _quiet_libraries()
     if group is None:
@@ -181,7 +182,9 @@ def _run_seeds_and_report(config, seeds_text: str | None, group=None):
 
 def _run_and_report(config, resume=None):
     from unlearnbench.records import load_json
-    from unlearnbench.runner import comparison_table, paper_table, process_state, run as run_pipeline
+    from unlearnbench.run_folder import process_state
+    from unlearnbench.runner import run as run_pipeline
+    from unlearnbench.tables import comparison_table, paper_table
 
     _quiet_libraries()
     run_dir = run_pipeline(config, resume=resume)
@@ -232,7 +235,9 @@ def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, te
     """Score an existing model on TASK without training (a model unlearned elsewhere)."""
     from unlearnbench.generation import choose_backend
     from unlearnbench.records import load_json
-    from unlearnbench.runner import RunConfig, comparison_table, evaluate_model
+    from unlearnbench.config import RunConfig
+    from unlearnbench.runner import evaluate_model
+    from unlearnbench.tables import comparison_table
 
     _quiet_libraries()
     config = RunConfig(method="eval", task=task, model=model, data=data, seed=seed, limit=limit, output_dir=output_dir,
@@ -289,7 +294,7 @@ def compare(methods, task, model, data, seed, limit, sets, original, max_new_tok
     """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
     from unlearnbench.compare import compare as run_compare, parse_methods
     from unlearnbench.records import load_json
-    from unlearnbench.runner import RunConfig
+    from unlearnbench.config import RunConfig
 
     names = parse_methods(methods)
     _quiet_libraries()

@@ -120,7 +120,7 @@ def _value(metrics: dict, phase: str, split: str, name: str):
 
 def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[dict] | None = None) -> dict:
     """The comparison table's data; `ppo_log` is the ppo run's train_log.jsonl rows, when ppo ran."""
-    from unlearnbench.runner import paper_columns
+    from unlearnbench.tables import paper_columns
 
     records = {m: load_json(folder / m / "metrics.json") for m in methods if (folder / m / "metrics.json").is_file()}
     with_metrics = [r for r in records.values() if r.get("metrics", {}).get("original")]

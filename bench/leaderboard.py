@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from unlearnbench.errors import BenchError
+from unlearnbench.tables import group_key, measured_rows, original_rows
 
 FORMAT_VERSION = 1
 LOCK_TIMEOUT_SECONDS = 600
@@ -108,41 +109,6 @@ def entry_from_run(run_dir: Path) -> dict:
         "train_curve": curve,
         "sha256": files,
     }
-
-
-def group_key(entry: dict) -> str:
-    """Entries that differ only in seed (and so in hash, run id, compute) share a row."""
-    return json.dumps([entry["model"], entry["method"], entry["preset"], entry["data"], entry["settings"], entry["judges"]],
-                      sort_keys=True)
-
-
-def original_key(entry: dict) -> str:
-    return json.dumps([entry["model"], entry["data"], entry["settings"]["original"], entry["settings"]["template"],
-                       entry["settings"]["limit"], entry["judges"]], sort_keys=True)
-
-
-def groups(entries: list[dict], key) -> list[list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for entry in sorted(entries, key=lambda e: (e["model"], e["method"], e["seed"], e["key"])):
-        grouped.setdefault(key(entry), []).append(entry)
-    return list(grouped.values())
-
-
-def original_rows(entries: list[dict]) -> list[tuple[str, list[dict]]]:
-    """("O1", runs), ...: the models before unlearning. Runs of several methods with one seed
-    evaluated the same original on the same split, so each seed counts once."""
-    rows = []
-    for index, members in enumerate(groups(entries, original_key), start=1):
-        one_per_seed: dict[int, dict] = {}
-        for member in members:
-            one_per_seed.setdefault(member["seed"], member)
-        rows.append((f"O{index}", list(one_per_seed.values())))
-    return rows
-
-
-def measured_rows(entries: list[dict]) -> list[tuple[str, list[dict]]]:
-    """("M1", runs), ...: one row per configuration, its runs differing only in seed."""
-    return [(f"M{index}", members) for index, members in enumerate(groups(entries, group_key), start=1)]
 
 
 # --- the files -------------------------------------------------------------------------------
@@ -300,7 +266,7 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
     from tabulate import tabulate
 
     from unlearnbench.reported import reported_rows
-    from unlearnbench.runner import metric_cell, paper_columns
+    from unlearnbench.tables import metric_cell, paper_columns
 
     columns = paper_columns(entries[0]["metrics"])
     headers = ["#", "source", "model", "method", "preset", "seeds", *[c[0] for c in columns],

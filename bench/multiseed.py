@@ -39,11 +39,12 @@ def parse_seeds(text: str) -> list[int]:
 
 def run_seeds(config, seeds: list[int]) -> tuple[Path, list[str]]:
     """Run `config` once per seed; returns the group folder and one line per failed seed."""
-    from unlearnbench.runner import _shared_run_dir, process_state, resolve_config
+    from unlearnbench.config import resolve_config
+    from unlearnbench.run_folder import process_state, shared_run_dir
 
     resolve_config(config)  # every name and number is checked before the group folder exists
     group_name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.task}-{config.method}-seeds{'_'.join(map(str, seeds))}"
-    group = _shared_run_dir(dataclasses.replace(config, run_name=group_name), process_state())
+    group = shared_run_dir(dataclasses.replace(config, run_name=group_name), process_state())
     config = dataclasses.replace(config, output_dir=str(group), run_name=None)
     if process_state().is_main_process:
         write_summary(group, seeds, config)  # from the start, so that `--resume GROUP` knows the plan
@@ -53,7 +54,7 @@ def run_seeds(config, seeds: list[int]) -> tuple[Path, list[str]]:
 def resume_seeds(group: Path) -> tuple[Path, list[str]]:
     """`run --resume GROUP`: finish the seeds of a group that did not complete, with the recorded config."""
     from unlearnbench.records import load_json
-    from unlearnbench.runner import RunConfig
+    from unlearnbench.config import RunConfig
 
     summary = load_json(group / "summary.json", required=("seeds", "config"))
     known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -65,7 +66,8 @@ def resume_seeds(group: Path) -> tuple[Path, list[str]]:
 def _run_each(group: Path, config, seeds: list[int]) -> list[str]:
     """Run (or resume) every seed that has not completed; one line per seed that fails."""
     from unlearnbench.records import load_json
-    from unlearnbench.runner import process_state, run
+    from unlearnbench.run_folder import process_state
+    from unlearnbench.runner import run
 
     failures: list[str] = []
     try:
@@ -122,7 +124,7 @@ def metric_summaries(records: list[dict]) -> dict:
 
 def write_summary(group: Path, seeds: list[int], config) -> None:
     from unlearnbench.records import atomic_write_text, load_json, write_json
-    from unlearnbench.runner import paper_table
+    from unlearnbench.tables import paper_table
 
     statuses = {}
     for seed in seeds:

@@ -60,7 +60,7 @@ def is_plotted_term(key: str) -> bool:
 def training_curves(task: str, entries: list[dict], path: Path) -> None:
     import numpy as np
 
-    from unlearnbench.leaderboard import measured_rows
+    from unlearnbench.tables import measured_rows
 
     plt = _pyplot()
     rows = measured_rows(entries)
@@ -106,8 +106,8 @@ def training_curves(task: str, entries: list[dict], path: Path) -> None:
 
 
 def before_after(task: str, entries: list[dict], path: Path) -> None:
-    from unlearnbench.leaderboard import measured_rows, original_rows
-    from unlearnbench.runner import paper_columns
+    from unlearnbench.tables import measured_rows, original_rows
+    from unlearnbench.tables import paper_columns
     from unlearnbench.stats import summarize
 
     plt = _pyplot()
@@ -135,8 +135,8 @@ def before_after(task: str, entries: list[dict], path: Path) -> None:
 
 
 def forget_vs_compute(task: str, entries: list[dict], path: Path) -> None:
-    from unlearnbench.leaderboard import measured_rows, original_rows
-    from unlearnbench.runner import paper_columns
+    from unlearnbench.tables import measured_rows, original_rows
+    from unlearnbench.tables import paper_columns
     from unlearnbench.stats import summarize
 
     plt = _pyplot()

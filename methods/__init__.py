@@ -167,6 +167,9 @@ class Method:
     def __init__(self, config: TrainConfig):
         self.config = config
 
+    def check_data(self, data) -> None:
+        """Refuse training data this method cannot use, before anything slow (ppo: preference pairs)."""
+
     def loss(self, model, step, reference) -> dict:
         raise NotImplementedError
 

@@ -1,0 +1,63 @@
+"""What a run is asked to do: `RunConfig`, checked in full before anything slow starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from unlearnbench import models, registry
+from unlearnbench.errors import BenchError
+from unlearnbench.presets import resolve_preset
+
+
+@dataclass
+class RunConfig:
+    method: str = "unlearn"
+    task: str = "hallucination"
+    model: str = models.DEFAULT_MODEL
+    data: str = "embedded"
+    seed: int = 0
+    preset: str = "default"
+    hyper: dict = field(default_factory=dict)  # overrides of the method's hyper-parameters
+    limit: int | None = None  # prompts per evaluation set
+    output_dir: str = "runs"
+    run_name: str | None = None
+    template: str = "auto"
+    original: str = "auto"  # auto | base | prepared
+    backend: str = "hf"
+    encoder: str = "all-MiniLM-L6-v2"
+    utility_judge: str = "similarity"
+    harm_judge: str = "embedded"  # or a moderation model id, e.g. PKU-Alignment/beaver-dam-7b
+    similarity_judge: str = "embedding"  # similarity to the original's outputs; or a BLEURT-style id
+    max_new_tokens: int | None = None
+    trust_remote_code: bool = False
+    checkpoint_every: int = 50  # training steps between checkpoints (0: only the final one)
+    keep_checkpoint: bool = False  # keep the final training state once the run completes
+
+
+def resolve_config(config: RunConfig):
+    """Check every name and number before anything slow happens."""
+    task = registry.get("task", config.task)()
+    method_cls = registry.get("method", config.method)
+    from unlearnbench.generation import choose_backend  # "auto" becomes vllm or hf; the record keeps which
+    config = dataclasses.replace(config, backend=choose_backend(config.backend))
+    preset = resolve_preset(config.preset, config.model, config.task, config.method)
+    # Precedence: the method's dataclass defaults < a named preset < the user's flags.
+    hyper = {**preset["hyper"], **config.hyper, "seed": config.seed}
+    method = method_cls(method_cls.Config.from_overrides(hyper))
+    if config.limit is not None and config.limit < 1:
+        raise BenchError(f"--limit must be at least 1, got {config.limit}")
+    if config.max_new_tokens is not None and config.max_new_tokens < 1:
+        raise BenchError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
+    if config.checkpoint_every < 0:
+        raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
+    if config.original not in ("auto", "base", "prepared"):
+        raise BenchError(f"--original must be auto, base or prepared, got {config.original!r}")
+    if config.template == "auto":
+        # A text-continuation task needs its own template whatever the preset's Q&A template says.
+        config = dataclasses.replace(config, template=task.template or preset["template"])
+    if config.template not in ("auto", "chat", "paper", "plain"):
+        raise BenchError(f"--template must be auto, chat, paper or plain, got {config.template!r}")
+    models.check(config.model)
+    method.preset_notes = preset["notes"]
+    return config, task, method

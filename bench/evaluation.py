@@ -1,0 +1,126 @@
+"""Evaluation: generate for every evaluation set and score the outputs with the task's judges.
+
+The original and the unlearned model go through the same `Evaluator`, so both are scored on the
+same prompts with the same generator settings and judges.
+"""
+
+from __future__ import annotations
+
+from unlearnbench import registry
+from unlearnbench.compute import forward_flops
+from unlearnbench.errors import BenchError
+
+
+class Evaluator:
+    """Generates for every evaluation set and scores the outputs with the task's metrics."""
+
+    def __init__(self, data, template, judges: dict, generator_name: str, max_new_tokens: int, seed: int):
+        from unlearnbench.generation import GenerationConfig
+
+        self.data, self.template, self.judges = data, template, judges
+        self.generator_name = generator_name
+        # The original model's outputs per set: what similarity_to_original compares against.
+        self.original_outputs: dict[str, list[str]] = {}
+        self.generation = GenerationConfig(max_new_tokens=max_new_tokens, seed=seed,
+                                           add_special_tokens=template.adds_special_tokens)
+
+    def generator(self, model):
+        generator = registry.get("generator", self.generator_name)()
+        generator.load_weights(model, self.template.tokenizer)
+        return generator
+
+    def check_prompt_lengths(self, tokenizer, context: int | None) -> None:
+        """Refuse prompts that cannot fit the model's context with room for the answer.
+
+        Refused rather than truncated: a truncated question is a different question, and the
+        scores of the other prompts would silently mix with answers to it.
+        """
+        if not context:
+            return
+        room = context - self.generation.max_new_tokens
+        for split, eval_set in self.data.eval_sets.items():
+            for i, question in enumerate(eval_set.questions):
+                length = len(tokenizer(self.template.prompt(question),
+                                       add_special_tokens=self.generation.add_special_tokens)["input_ids"])
+                if length > room:
+                    raise BenchError(f"prompt {i} of the '{split}' set is {length} tokens; the model's context of "
+                                     f"{context} leaves room for {room} with {self.generation.max_new_tokens} new "
+                                     "tokens: shorten it or lower --max-new-tokens")
+
+    def evaluate(self, generator, phase: str, splits=None, only=None, counter=None, done=(),
+                 on_split=None) -> tuple[dict, list[dict]]:
+        """Generate and score each set; `done` names sets already recorded, which are skipped.
+
+        `on_split(split, scores, rows)` receives each set's results as soon as it is scored, so a
+        crash or an interruption loses at most the set in progress.
+        """
+        results, rows = {}, []
+        for split, eval_set in self.data.eval_sets.items():
+            if (splits and split not in splits) or split in done:
+                continue
+            prompts = [self.template.prompt(q) for q in eval_set.questions]
+            outputs = generator.generate(prompts, self.generation, desc=f"{phase}: generating {split}")
+            if counter is not None:
+                counter(generator)
+            if phase == "original":
+                self.original_outputs[split] = outputs
+            scores = {}
+            for metric_name in eval_set.metrics:
+                if only and metric_name not in only:
+                    continue
+                metric = registry.get("metric", metric_name)()
+                judge = self.judges.get(metric.judge_kind) if metric.judge_kind else None
+                refs = eval_set.refs
+                if metric.judge_kind == "original_similarity":
+                    refs = [dict(r, original_output=o) for r, o in zip(refs, self.original_outputs[split])]
+                scores[metric_name] = metric.compute(outputs, refs, judge)
+            results[split] = scores
+            split_rows = [{"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
+                           **{m: s.per_item[i] for m, s in scores.items()}}
+                          for i, (ref, output) in enumerate(zip(eval_set.refs, outputs))]
+            rows += split_rows
+            if on_split is not None:
+                on_split(split, scores, split_rows)
+        return results, rows
+
+
+def make_judges(config, data) -> dict:
+    """The judges the task's metrics consult, by kind; only those some metric needs are loaded."""
+    from unlearnbench.metrics.judges import harm_judge, original_similarity_judge, similarity_judge, utility_judge
+
+    kinds = {registry.get("metric", name).judge_kind for s in data.eval_sets.values() for name in s.metrics}
+    similarity = similarity_judge(config.encoder)
+    judges = {"similarity": similarity}
+    if "utility" in kinds:
+        judges["utility"] = utility_judge(config.utility_judge, similarity, config.trust_remote_code)
+    if "harm" in kinds:
+        judges["harm"] = harm_judge(config.harm_judge, similarity, config.trust_remote_code)
+    if "original_similarity" in kinds:
+        judges["original_similarity"] = original_similarity_judge(config.similarity_judge, similarity,
+                                                                  config.trust_remote_code)
+    return judges
+
+
+class GenerationCounter:
+    """Adds a generator's token counts and forward FLOPs to the phase being measured."""
+
+    def __init__(self, parameters: int):
+        self.parameters = parameters
+
+    def bind(self, phase):
+        def count(generator):
+            counts = getattr(generator, "last_counts", {})
+            tokens = counts.get("prompt_tokens", 0) + counts.get("generated_tokens", 0)
+            phase.tokens += tokens
+            phase.flops += forward_flops(self.parameters, tokens)
+        return count
+
+
+def scores_as_dicts(results: dict) -> dict:
+    """Metric results as record dicts, without the per-item scores (those live in generations.jsonl)."""
+    return {split: {name: {k: v for k, v in r.to_dict().items() if k != "per_item"} for name, r in scores.items()}
+            for split, scores in results.items()}
+
+
+def judge_names(results: dict) -> dict:
+    return {name: r.judge_name for scores in results.values() for name, r in scores.items()}
