@@ -136,7 +136,7 @@ def test_nan_in_ppo_exits_3_and_keeps_the_record(tiny_model_dir, tmp_path, capsy
 def test_a_saved_reward_model_loads_and_scores_and_a_broken_one_is_a_bench_error(tiny_model, tokenizer, tmp_path):
     from transformers import LlamaForSequenceClassification
 
-    from unlearnbench.methods.ppo import load_reward_model, reward_model_from, reward_scores
+    from unlearnbench.methods.reward_model import load_reward_model, reward_model_from, reward_scores
 
     reward_model = reward_model_from(tiny_model, tokenizer)
     assert torch.equal(reward_model.model.embed_tokens.weight, tiny_model.model.embed_tokens.weight)
