@@ -309,6 +309,8 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
     if resume is not None:
         config, previous, train_log, generations = load_resume(resume)
     config, task, method = resolve_config(config)
+    if previous is not None:
+        method.check_resume()  # before anything below rewrites the record or cuts the train log
     # Under `accelerate launch` every process trains; only the main one evaluates and writes.
     state = process_state()
     main = state.is_main_process

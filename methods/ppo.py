@@ -21,6 +21,7 @@ Compute: each stage is measured (wall, CPU, memory) into `self.stage_compute`, w
 records as "train:sft", "train:reward_model", "train:ppo". FLOPs follow compute.py: 6·N per
 token trained, 2·N per token only read (generation, reference, reward model, old-policy pass),
 with N the policy's parameter count for every network (the RM differs only by its head).
+No stage saves a checkpoint, so `run --resume` of a ppo run is refused (`check_resume`).
 """
 
 from __future__ import annotations
@@ -228,10 +229,15 @@ class PPO(Method):
         if len(preferences) < 2 and self.config.reward_model is None:
             raise BenchError(f"ppo needs at least 2 preference pairs to train and check a reward model, got {len(preferences)}")
 
+    def check_resume(self) -> None:
+        raise BenchError("ppo runs cannot be resumed: its three stages (SFT, reward model, PPO) are not "
+                         "checkpointed; start a new run")
+
     def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
-        # checkpointing: the three stages are not resumable; a resumed run trains them again.
         from unlearnbench.methods.sft import SupervisedFinetune
 
+        if checkpointing is not None and checkpointing.resume:
+            self.check_resume()  # the runner asks before touching the run folder; this covers direct callers
         c = self.config
         self.check_data(data)
         self.stage_compute: dict = {}
