@@ -124,6 +124,17 @@ def pad_left(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Ten
     return ids, mask
 
 
+def reshuffled_batches(items: list, size: int, seed: int) -> Iterator[list]:
+    """Batches of `size` items without end: each pass over the items in a new seeded order, a
+    batch that runs past the end of one pass completed from the next."""
+    rng, order = random.Random(seed), []
+    while True:
+        if len(order) < size:
+            order += rng.sample(range(len(items)), len(items))
+        yield [items[i] for i in order[:size]]
+        order = order[size:]
+
+
 def collate(encoded: list[tuple[list[int], int]], pad_id: int) -> Batch:
     width = max(len(ids) for ids, _ in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)

@@ -117,6 +117,7 @@ class Pipeline:
         config = RunConfig(**{k: v for k, v in record.config.items() if k in known})
         config = dataclasses.replace(config, output_dir=str(Path(run_dir).parent), run_name=Path(run_dir).name)
         config, task, method = resolve_config(config)
+        method.check_resume()  # before anything below rewrites the record or cuts the train log
         record.status, record.error = "running", None
         record.resumed.append(time.strftime("%Y-%m-%dT%H:%M:%S"))
         pipeline = cls(config, run_dir, record, state.is_main_process, train_log, generations, task, method, resuming=True)

@@ -104,6 +104,39 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of `precision` on `device`; a no-op context where it is fp32."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def optimizer_step(loss: torch.Tensor, row: dict, checked: dict[str, float], *, optimizer, schedule, parameters,
+                   max_grad_norm: float, log, accelerator=None) -> None:
+    """One optimizer step on `loss`, the same in every training loop (this module's and ppo's two).
+
+    `row` is the step's log row, built by the caller with the learning rate read before this
+    step moves the schedule, i.e. the rate the step uses. If a value in `checked` is not finite,
+    the row is logged as it is and TrainingDiverged raised before the backward pass: the weights
+    stay those of the last finite step and the log ends with the step that diverged. Otherwise:
+    backward, gradient-norm clipping to `max_grad_norm` (0: none), optimizer step, schedule step.
+    With `accelerator`, its backward and clipping serve (gradient scaling, sharded parameters).
+    The caller times the step and logs the row: a PPO step makes several optimizer steps and one row.
+    """
+    if not all(math.isfinite(v) for v in checked.values()):
+        log(row)
+        raise TrainingDiverged(row["step"], checked)
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
+    if max_grad_norm:
+        clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
+        clip(parameters, max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def make_reference(model, lora: bool, device, dtype=None, frozen=None):
     """The frozen original θo as a function batch -> logits.
 
@@ -247,9 +280,7 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
             raise BenchError(f"the checkpoint is at step {done}, past the run's {config.steps} steps")
         sampler.skip(done)
         first_step = done + 1
-    autocast = (
-        torch.autocast(accelerator.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    )
+    autocast = autocast_for(config.precision, accelerator.device)
     trained_tokens = 0
     reference_tokens = [0]  # tokens through the frozen reference, whichever batches a method sends it
     if reference is not None:
@@ -270,15 +301,8 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
             mean = accelerator.reduce(torch.tensor(list(values.values()), device=accelerator.device), "mean")
             values = dict(zip(values, mean.tolist()))
         row = {"step": step_index, "lr": schedule.get_last_lr()[0], **values}
-        if not all(math.isfinite(v) for v in values.values()):
-            log(row)
-            raise TrainingDiverged(step_index, values)
-        accelerator.backward(terms["total"])
-        if config.max_grad_norm:
-            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(terms["total"], row, values, optimizer=optimizer, schedule=schedule, parameters=trainable,
+                       max_grad_norm=config.max_grad_norm, log=log, accelerator=accelerator)
         trained_tokens += step.tokens
         row["seconds"] = round(time.perf_counter() - started, 4)
         log(row)

@@ -173,6 +173,10 @@ class Method:
     def loss(self, model, step, reference) -> dict:
         raise NotImplementedError
 
+    def check_resume(self) -> None:
+        """Raise a BenchError if an interrupted run of this method cannot be continued. The runner
+        asks before it writes anything, so a refusal leaves the run folder as it was."""
+
     def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
         from unlearnbench.training import train
 

@@ -142,6 +142,21 @@ def normalized_scores(scores: torch.Tensor) -> torch.Tensor:
     return whiten(scores.float()[:, None], torch.ones_like(scores, dtype=torch.bool)[:, None])[:, 0]
 
 
+def rollout_masks(out: torch.Tensor, prompt_mask: torch.Tensor, eos_id: int | None) -> tuple:
+    """For `generate`'s output (prompt + response): the response mask (tokens up to and including
+    the first EOS; the rest is padding), the mask of the whole sequence, and the index of each row's
+    last response token, where the reward model scores it."""
+    width = prompt_mask.shape[1]
+    responses = out[:, width:]
+    if eos_id is None:
+        response_mask = torch.ones_like(responses, dtype=torch.bool)
+    else:
+        is_eos = responses == eos_id
+        response_mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0
+    mask = torch.cat([prompt_mask.bool(), response_mask], dim=1).long()
+    return response_mask, mask, width + response_mask.long().sum(1) - 1
+
+
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (Schulman et al. 2017), as a loss to minimise:

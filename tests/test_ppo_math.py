@@ -224,3 +224,21 @@ def test_scores_are_standardised_over_the_batch_with_the_biased_variance():
     assert torch.allclose(normalized_scores(torch.tensor([1.0, 2.0, 3.0, 4.0])), expected, atol=1e-6)
     assert normalized_scores(torch.tensor([7.0])).tolist() == [0.0]  # one rollout: no preference, no NaN
     assert normalized_scores(torch.tensor([7.0, 7.0])).tolist() == [0.0, 0.0]
+
+
+# ---- rollout_masks --------------------------------------------------------------------------------
+
+
+def test_rollout_masks_end_each_response_at_its_first_eos():
+    from unlearnbench.methods.ppo_math import rollout_masks
+
+    EOS = 9
+    prompt_mask = torch.tensor([[0, 1], [1, 1]])  # row 0 is left-padded
+    out = torch.tensor([[0, 5, 6, EOS, 7],  # response 6 EOS, then padding after the EOS
+                        [5, 5, EOS, EOS, 6]])  # response EOS at once; what follows is not response
+    response_mask, mask, last_index = rollout_masks(out, prompt_mask, EOS)
+    assert response_mask.tolist() == [[True, True, False], [True, False, False]]
+    assert mask.tolist() == [[0, 1, 1, 1, 0], [1, 1, 1, 0, 0]]
+    assert last_index.tolist() == [3, 2]  # each row's first EOS, where the reward model reads its score
+    response_mask, mask, last_index = rollout_masks(out, prompt_mask, None)  # no EOS: every new token counts
+    assert response_mask.all() and mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]] and last_index.tolist() == [4, 4]

@@ -136,7 +136,7 @@ def test_nan_in_ppo_exits_3_and_keeps_the_record(tiny_model_dir, tmp_path, capsy
 def test_a_saved_reward_model_loads_and_scores_and_a_broken_one_is_a_bench_error(tiny_model, tokenizer, tmp_path):
     from transformers import LlamaForSequenceClassification
 
-    from unlearnbench.methods.ppo import load_reward_model, reward_model_from, reward_scores
+    from unlearnbench.methods.reward_model import load_reward_model, reward_model_from, reward_scores
 
     reward_model = reward_model_from(tiny_model, tokenizer)
     assert torch.equal(reward_model.model.embed_tokens.weight, tiny_model.model.embed_tokens.weight)
@@ -153,3 +153,41 @@ def test_a_saved_reward_model_loads_and_scores_and_a_broken_one_is_a_bench_error
     (tmp_path / "rm" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(BenchError, match="could not be loaded"):
         load_reward_model(str(tmp_path / "rm"), tokenizer, torch.device("cpu"))
+
+
+REFUSED = ("error: ppo runs cannot be resumed: its three stages (SFT, reward model, PPO) are not checkpointed; "
+           "start a new run")
+
+
+def test_an_interrupted_ppo_run_refuses_resume_and_keeps_its_files(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    real = ppo_module.clipped_value_loss
+    calls = [0]
+
+    def interrupted_in_the_second_ppo_step(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ppo_module, "clipped_value_loss", interrupted_in_the_second_ppo_step)
+    code, _, err = invoke(capsys, *ppo_args(tiny_model_dir, tmp_path, "cut", "--set", "ppo_epochs=1"))
+    assert code == 130, err
+    run_dir = tmp_path / "cut"
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert [r["step"] for r in read_log(tmp_path, "cut")] == [1, 2, 3, 4, 5]  # SFT, reward model, PPO step 1
+    files = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    monkeypatch.setattr(ppo_module, "clipped_value_loss", real)
+
+    code, out, err = invoke(capsys, "run", "--resume", str(run_dir))
+    assert code == 2 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.strip()] == [REFUSED]
+    # Refused before anything was written: the record, the train log and the generations are as they were.
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files
+
+
+def test_ppo_fit_refuses_a_checkpoint_to_resume_from(tmp_path):
+    from unlearnbench.training import Checkpointing
+
+    resuming = Checkpointing(tmp_path, resume=True)
+    with pytest.raises(BenchError) as raised:  # before it looks at anything else
+        ppo_module.PPO(PPOConfig()).fit(None, None, None, None, print, checkpointing=resuming)
+    assert f"error: {raised.value}" == REFUSED

@@ -94,3 +94,67 @@ def test_a_frozen_copy_in_the_autocast_dtype_serves_as_the_reference(tokenizer, 
     # A copy in another dtype is not reused: the reference must match the precision training runs in.
     fp32 = make_reference(tiny_model, lora=False, device=torch.device("cpu"), dtype=None, frozen=frozen)
     assert fp32(batch).dtype == torch.float32
+
+
+class RecordingSGD(torch.optim.SGD):
+    """Plain SGD (the update is −lr · the gradient it is given) that records that gradient's norm."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.norms = []
+
+    def step(self, closure=None):
+        gradient = torch.cat([p.grad.flatten() for group in self.param_groups for p in group["params"]])
+        self.norms.append(float(torch.linalg.vector_norm(gradient)))
+        return super().step(closure)
+
+
+def step_fixture(weights, lr=1.0):
+    """A linear layer, RecordingSGD and a linear schedule halving the rate after one step."""
+    layer = torch.nn.Linear(len(weights), 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([weights]))
+    optimizer = RecordingSGD(layer.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / 2)
+    return layer, optimizer, schedule
+
+
+def test_optimizer_step_on_a_non_finite_loss_logs_the_row_and_leaves_the_weights():
+    from unlearnbench.training import optimizer_step
+
+    layer, optimizer, schedule = step_fixture([1.0, 2.0])
+    loss = layer(torch.ones(1, 2)).sum() * float("nan")
+    row = {"step": 7, "lr": schedule.get_last_lr()[0], "total": float(loss.detach())}
+    log = []
+    with pytest.raises(TrainingDiverged, match="step 7") as raised:
+        optimizer_step(loss, row, {"total": row["total"]}, optimizer=optimizer, schedule=schedule,
+                       parameters=list(layer.parameters()), max_grad_norm=1.0, log=log.append)
+    assert log == [row] and raised.value.step == 7
+    assert torch.equal(layer.weight, torch.tensor([[1.0, 2.0]]))
+    assert layer.weight.grad is None  # no backward pass either
+    assert optimizer.norms == [] and schedule.last_epoch == 0 and schedule.get_last_lr() == [1.0]
+
+
+def test_optimizer_step_clips_steps_once_and_leaves_the_row_to_the_caller():
+    from unlearnbench.training import optimizer_step
+
+    layer, optimizer, schedule = step_fixture([0.0, 0.0])
+    loss = layer(torch.tensor([[3.0, 4.0]])).sum()  # gradient (3, 4), norm 5
+    row = {"step": 1, "lr": schedule.get_last_lr()[0], "total": float(loss.detach())}
+    log = []
+    optimizer_step(loss, row, {"total": row["total"]}, optimizer=optimizer, schedule=schedule,
+                   parameters=list(layer.parameters()), max_grad_norm=0.5, log=log.append)
+    assert optimizer.norms == [pytest.approx(0.5)]  # the optimizer stepped once, on the gradient clipped to norm 0.5
+    assert torch.allclose(layer.weight, torch.tensor([[-0.3, -0.4]]))  # −lr 1.0 · (3, 4) · 0.5/5
+    assert schedule.last_epoch == 1 and schedule.get_last_lr() == [0.5]  # one schedule step
+    assert layer.weight.grad is None  # cleared for the next step
+    # The row keeps the rate the step used, read before the schedule moved; the caller logs it.
+    assert row == {"step": 1, "lr": 1.0, "total": 0.0} and log == []
+
+
+def test_the_train_log_gives_each_step_the_learning_rate_it_used(tokenizer, tiny_model):
+    method = SupervisedFinetune(SupervisedFinetune.Config.from_overrides({"steps": 4, "lr": 1e-3, "batch_size": 2}))
+    log = []
+    train(method, tiny_model, tokenizer, DATA, Template(tokenizer, "chat"), log.append)
+    assert [row["lr"] for row in log] == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])  # linear decay from lr
+    assert all(list(row)[:2] == ["step", "lr"] and list(row)[-1] == "seconds" for row in log)
