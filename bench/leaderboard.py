@@ -18,6 +18,7 @@ Runs that differ only in their seed form one row: mean ± 95% CI over the seeds 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -322,6 +323,19 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
     return "\n".join(lines)
 
 
+def shown_settings(method: str, hyper: dict) -> tuple[str, ...]:
+    """The method's own hyper-parameters that provenance names, as its config declares them; for a
+    method not installed here, every recorded one beyond the shared training settings."""
+    from unlearnbench import registry
+    from unlearnbench.methods import TrainConfig
+
+    try:
+        return registry.get("method", method).Config.shown_fields()
+    except BenchError:
+        shared = {f.name for f in dataclasses.fields(TrainConfig)}
+        return tuple(k for k in hyper if k not in shared)
+
+
 def provenance_cells(members: list[dict], original: bool = False) -> list[str]:
     first = members[0]
     data = f"{first['data']['source']}: " + ", ".join(f"{k} {v.removeprefix('sha256:')}" for k, v in sorted(first["data"]["hashes"].items()))
@@ -330,8 +344,7 @@ def provenance_cells(members: list[dict], original: bool = False) -> list[str]:
         settings = f"original={first['settings']['original']}"
     else:
         settings = ", ".join(f"{k}={hyper[k]}" for k in ("steps", "lr", "batch_size") if k in hyper)
-        extra = {k: v for k, v in hyper.items() if k.endswith("_weight") or k in ("beta", "mismatch_k", "faithful")}
-        settings += "".join(f", {k}={v}" for k, v in sorted(extra.items()))
+        settings += "".join(f", {k}={hyper[k]}" for k in sorted(shown_settings(first["method"], hyper)) if k in hyper)
     settings += f", template={first['settings']['template']}, limit={first['settings']['limit']}"
     commits = sorted({(m["git_commit"] or "unknown")[:12] + ("-dirty" if (m["git_commit"] or "").endswith("-dirty") else "")
                       for m in members})

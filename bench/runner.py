@@ -269,19 +269,20 @@ class Pipeline:
             self.save()
         checkpointing.on_save = on_checkpoint
         state.wait_for_everyone()
+        stages: dict = {}
         with measure(record.compute, "train") as phase:
             try:
                 result = method.fit(original, loaded.tokenizer, data.train, template, self.train_log.append,
-                                    frozen_original=judge_model, checkpointing=checkpointing)
+                                    frozen_original=judge_model, checkpointing=checkpointing, stage_compute=stages)
             finally:
                 # A multi-stage method (ppo) measures each stage itself ("train:sft", ...), kept
                 # even when a later stage fails; they are parts of "train", not added to the total.
-                record.compute.update({f"train:{name}": c for name, c in getattr(method, "stage_compute", {}).items()})
+                record.compute.update({f"train:{name}": c for name, c in stages.items()})
                 self.save()
             phase.tokens = result.trained_tokens + result.reference_tokens
             phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
                                          lora=method.config.lora)
         record.train = {**(record.train or {}), "steps": result.steps, "trainable_parameters": result.trainable_parameters,
-                        **getattr(method, "train_record", {})}  # e.g. ppo's reward-model accuracy
+                        **result.record}
         self.save()
         return result

@@ -13,7 +13,7 @@ import math
 import pickle
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,7 @@ class TrainResult:
     trained_tokens: int  # tokens through a forward and backward pass of the trained model
     reference_tokens: int  # tokens through the frozen reference's forward pass
     trainable_parameters: int
+    record: dict = field(default_factory=dict)  # what the run record keeps of training beyond these (ppo: reward-model accuracy)
 
 
 @dataclass
@@ -137,8 +138,25 @@ def optimizer_step(loss: torch.Tensor, row: dict, checked: dict[str, float], *, 
     optimizer.zero_grad(set_to_none=True)
 
 
-def make_reference(model, lora: bool, device, dtype=None, frozen=None):
-    """The frozen original θo as a function batch -> logits.
+class FrozenReference:
+    """The frozen original θo. `reference(batch)` gives its logits; `reference.outputs(batch,
+    output_hidden_states=True)` its full outputs, for methods that read hidden states (RMU-style
+    steering). It counts the tokens it reads, for the run's compute."""
+
+    def __init__(self, forward):
+        self._forward = forward  # (batch, **kwargs) -> model outputs, without gradients
+        self.tokens = 0
+
+    def outputs(self, batch, **kwargs):
+        self.tokens += batch.tokens
+        return self._forward(batch, **kwargs)
+
+    def __call__(self, batch):
+        return self.outputs(batch).logits
+
+
+def make_reference(model, lora: bool, device, dtype=None, frozen=None) -> FrozenReference:
+    """The frozen original θo, see FrozenReference.
 
     With LoRA the original is the same network with its adapters switched off, so no second
     copy of the weights is held; with full fine-tuning it is a frozen copy, stored in the
@@ -148,10 +166,10 @@ def make_reference(model, lora: bool, device, dtype=None, frozen=None):
     """
     if lora:
         @torch.no_grad()
-        def reference(batch):
+        def adapters_off(batch, **kwargs):
             with model.disable_adapter():
-                return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return reference
+                return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        return FrozenReference(adapters_off)
 
     wanted = dtype or next(model.parameters()).dtype
     if frozen is None or next(frozen.parameters()).dtype != wanted or next(frozen.parameters()).device != device:
@@ -159,9 +177,9 @@ def make_reference(model, lora: bool, device, dtype=None, frozen=None):
     frozen = frozen.eval().requires_grad_(False)
 
     @torch.no_grad()
-    def reference(batch):
-        return frozen(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return reference
+    def copied(batch, **kwargs):
+        return frozen(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+    return FrozenReference(copied)
 
 
 def apply_lora(model, config):
@@ -260,7 +278,13 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
                  if method.needs_reference else None)
     model.train()
     attention = training_attention(model, accelerator.device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = method.trainable_parameters(model)
+    # What the method does not train is frozen for the run (no gradients computed or stored) and
+    # handed back trainable.
+    chosen = {id(p) for p in trainable}
+    frozen_here = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for parameter in frozen_here:
+        parameter.requires_grad_(False)
     # The fused kernel updates all parameters in one pass; measurably faster on CPU (docs/benchmarks-cpu.md).
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=accelerator.device.type in ("cpu", "cuda"))
@@ -282,13 +306,6 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         first_step = done + 1
     autocast = autocast_for(config.precision, accelerator.device)
     trained_tokens = 0
-    reference_tokens = [0]  # tokens through the frozen reference, whichever batches a method sends it
-    if reference is not None:
-        frozen_reference = reference
-
-        def reference(batch):
-            reference_tokens[0] += batch.tokens
-            return frozen_reference(batch)
     progress = bar(range(first_step, config.steps + 1), desc=desc or f"training {method.name}", unit="step",
                    initial=first_step - 1, total=config.steps)
     for step_index in progress:
@@ -312,9 +329,10 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         ):
             checkpointing.save(accelerator, step_index)
 
+    reference_tokens = reference.tokens if reference is not None else 0
     if accelerator.num_processes > 1:
-        counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens[0]], device=accelerator.device), "sum")
-        trained_tokens, reference_tokens[0] = (int(c) for c in counts.tolist())
+        counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")
+        trained_tokens, reference_tokens = (int(c) for c in counts.tolist())
 
     model = gather_full_model(accelerator, model)
     if config.lora:
@@ -322,4 +340,6 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     if attention is not None:
         model.set_attn_implementation(attention)  # evaluation runs with the model's own attention again
     model.eval()
-    return TrainResult(model, config.steps, trained_tokens, reference_tokens[0], sum(p.numel() for p in trainable))
+    for parameter in frozen_here:
+        parameter.requires_grad_(True)
+    return TrainResult(model, config.steps, trained_tokens, reference_tokens, sum(p.numel() for p in trainable))

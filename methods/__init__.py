@@ -15,6 +15,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from unlearnbench.errors import BenchError
 
@@ -105,6 +106,17 @@ class TrainConfig:
     shuffle: bool = True
     seed: int = 0
 
+    # The hyper-parameters a leaderboard's provenance names after steps, lr and batch size.
+    # None: every field the method's config adds to the ones above.
+    shown: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def shown_fields(cls) -> tuple[str, ...]:
+        if cls.shown is not None:
+            return cls.shown
+        shared = {f.name for f in fields(TrainConfig)}
+        return tuple(f.name for f in fields(cls) if f.name not in shared)
+
     def batch_size_of(self, name: str) -> int:
         """Items drawn per step from the `forget` or `normal` set."""
         return (self.normal_batch_size or self.batch_size) if name == "normal" else self.batch_size
@@ -146,6 +158,7 @@ class FaithfulConfig(TrainConfig):
     so that its numbers can be told apart from the paper's on the same data."""
 
     faithful: str = "paper"
+    shown: ClassVar[tuple[str, ...] | None] = ("faithful",)
 
     def __post_init__(self):
         if self.faithful == "code" and self.schedule_steps is None:
@@ -171,13 +184,24 @@ class Method:
         """Refuse training data this method cannot use, before anything slow (ppo: preference pairs)."""
 
     def loss(self, model, step, reference) -> dict:
+        """The step's loss terms: {"total": ..., <named terms>}. `reference` is the frozen original
+        (training.FrozenReference: logits by default, full outputs with hidden states on request)."""
         raise NotImplementedError
+
+    def trainable_parameters(self, model) -> list:
+        """The parameters this method trains; the shared loop freezes the rest for the run.
+        Default: every parameter that requires gradients (all, or LoRA's adapters)."""
+        return [p for p in model.parameters() if p.requires_grad]
 
     def check_resume(self) -> None:
         """Raise a BenchError if an interrupted run of this method cannot be continued. The runner
         asks before it writes anything, so a refusal leaves the run folder as it was."""
 
-    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
+    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
+            stage_compute: dict | None = None):
+        """Train `model` and return a TrainResult. A method whose training has stages measures each
+        into `stage_compute` (bench/compute.py `measure`), which the caller keeps even if a later
+        stage fails; a gradient method needs neither and uses the shared loop."""
         from unlearnbench.training import train
 
         return train(self, model, tokenizer, data, template, log, accelerator=accelerator,

@@ -9,14 +9,16 @@ faithful="code" uses the official code's bad_loss and normal loss instead (metho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from unlearnbench.methods import FaithfulConfig, Method, check_non_negative
-from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
+from unlearnbench.methods.terms import add_normal_term, answer_cross_entropy, official_answer_loss
 
 
 @dataclass
 class GAConfig(FaithfulConfig):
     normal_weight: float = 0.0  # ε3; 0 is plain GA, > 0 adds the paper's KL term
+    shown: ClassVar[tuple[str, ...] | None] = ("faithful", "normal_weight")
 
     def validate(self) -> None:
         super().validate()
@@ -37,8 +39,6 @@ class GradientAscent(Method):
         forget_ce = answer_loss(model, step.forget)
         terms = {"forget_ce": forget_ce}
         total = -forget_ce
-        if self.config.normal_weight > 0:
-            name, value = normal_term(model, reference, step.normal, self.config.faithful)
-            terms[name] = value
-            total = total + self.config.normal_weight * value
+        total = add_normal_term(total, terms, self.config.normal_weight, model, reference, step.normal,
+                                self.config.faithful)
         return {"total": total, **terms}

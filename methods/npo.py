@@ -14,17 +14,19 @@ This file is CONTRIBUTING.md's worked example of adding a method.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 
 from unlearnbench.methods import Method, TrainConfig, check_non_negative, check_positive
-from unlearnbench.methods.terms import answer_log_likelihood, forward_kl
+from unlearnbench.methods.terms import add_normal_term, answer_log_likelihood
 
 
 @dataclass
 class NPOConfig(TrainConfig):
     beta: float = 0.1  # β, the NPO paper's default
     normal_weight: float = 1.0  # ε3; 0 is NPO alone
+    shown: ClassVar[tuple[str, ...] | None] = ("beta", "normal_weight")
 
     def validate(self) -> None:
         super().validate()
@@ -45,8 +47,5 @@ class NPO(Method):
                      - answer_log_likelihood(reference(forget), forget))
         npo = -(2.0 / c.beta) * F.logsigmoid(-c.beta * log_ratio).mean()
         terms = {"npo": npo, "log_ratio": log_ratio.mean().detach()}
-        total = npo
-        if c.normal_weight > 0:
-            terms["normal_kl"] = forward_kl(model, reference, step.normal)
-            total = total + c.normal_weight * terms["normal_kl"]
+        total = add_normal_term(npo, terms, c.normal_weight, model, reference, step.normal)
         return {"total": total, **terms}

@@ -8,19 +8,17 @@
                 A, R = GAE(r, V; γ, λ), A whitened over the batch
                 L = clipped_policy_loss(A) + vf_coef · clipped_value_loss(V, R)
 
-π_sft (the frozen reference) is the SFT model; the policy starts from it; the value head is a
-linear layer on the policy's last hidden state (Ziegler et al. 2019 / TRL ≤ 0.11's
-`AutoModelForCausalLMWithValueHead`): one extra matrix per token instead of a fourth network.
+π_sft, the frozen reference, is the SFT model the policy starts from. The value head is a linear
+layer on the policy's last hidden state (Ziegler et al. 2019): one matrix, not a fourth network.
 
 Our own loops, not TRL's: its PPOTrainer exists only in `trl.experimental.ppo` up to 1.12 (gone
 in 1.13), takes a separate value model and runs its own Trainer machinery, so its compute could
 not be measured per stage as `bench/compute.py` measures everything else. Every optimizer step
 of the three stages is `training.optimizer_step`; the PPO arithmetic is `methods/ppo_math.py`.
 
-Compute: each stage is measured (wall, CPU, memory) into `self.stage_compute`, which the runner
-records as "train:sft", "train:reward_model", "train:ppo". FLOPs follow compute.py: 6·N per
-token trained, 2·N per token only read (generation, reference, reward model, old-policy pass),
-with N the policy's parameter count for every network (the RM differs only by its head).
+Compute: each stage is measured into `stage_compute` ("train:sft", "train:reward_model",
+"train:ppo" in the record). FLOPs: 6·N per token trained, 2·N per token only read (generation,
+reference, reward model), N the policy's parameters for every network (the RM differs by its head).
 No stage saves a checkpoint, so `run --resume` of a ppo run is refused (`check_resume`).
 """
 
@@ -29,6 +27,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -47,9 +46,9 @@ from unlearnbench.training import TrainResult, autocast_for, optimizer_step, tra
 
 @dataclass
 class PPOConfig(TrainConfig):
-    # Sized for the embedded 135M model on 2 CPU cores. Measured there (harmful task, seed 0,
-    # docs/compare-harmful.md): SFT 60 steps 107 s, reward model 80 steps 199 s, PPO 100 steps 738 s
-    # (≈7 s per step, with the six greedy-reward checks: wall time of the ppo stage, not FLOPs), 17.4 min.
+    shown: ClassVar[tuple[str, ...] | None] = ()  # its three stages' settings are in each run's config.json
+    # Sized for the embedded 135M model on 2 CPU cores: 17.4 min on harmful (SFT 107 s, reward model
+    # 199 s, PPO 738 s with its greedy-reward checks; docs/compare-harmful.md).
     steps: int = 100  # PPO steps (one rollout batch and its updates each); also --steps
     lr: float = 1e-5  # PPO learning rate (policy and value head)
     score_norm: bool = True  # standardise the scores over each rollout batch (ppo_math.normalized_scores)
@@ -233,15 +232,16 @@ class PPO(Method):
         raise BenchError("ppo runs cannot be resumed: its three stages (SFT, reward model, PPO) are not "
                          "checkpointed; start a new run")
 
-    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
+    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
+            stage_compute: dict | None = None):
         from unlearnbench.methods.sft import SupervisedFinetune
 
         if checkpointing is not None and checkpointing.resume:
             self.check_resume()  # the runner asks before touching the run folder; this covers direct callers
         c = self.config
         self.check_data(data)
-        self.stage_compute: dict = {}
-        self.train_record: dict = {}
+        stages = stage_compute if stage_compute is not None else {}
+        record: dict = {}
         parameters = sum(p.numel() for p in model.parameters())
         preferences = list(data.preferences)
 
@@ -257,7 +257,7 @@ class PPO(Method):
 
         # a. SFT on the chosen (safe) responses, with the shared loop.
         policy = model
-        with measure(self.stage_compute, "sft") as phase:
+        with measure(stages, "sft") as phase:
             if c.sft_steps:
                 chosen = [Pair(prompt, good) for prompt, good, _ in preferences]
                 sft = SupervisedFinetune(TrainConfig(
@@ -272,10 +272,10 @@ class PPO(Method):
         # b. The reward model, trained on the pairs (or loaded); its accuracy on held-out pairs.
         rm_pairs, held_out = held_out_split(preferences, c.rm_held_out, c.seed)
         torch.manual_seed(c.seed)  # stages b and c draw from the seed (score head, rollouts), not from what a left
-        with measure(self.stage_compute, "reward_model") as phase:
+        with measure(stages, "reward_model") as phase:
             reward_model, rm = reward_model_stage(policy, tokenizer, rm_pairs, held_out, template, c, log, c.sft_steps)
             account(phase, rm["trained_tokens"], rm["forward_tokens"])
-        self.train_record["reward_model"] = rm["record"]
+        record["reward_model"] = rm["record"]
 
         # c. PPO from the SFT model, against the frozen SFT model.
         prompts = list(dict.fromkeys(prompt for prompt, _, _ in preferences))
@@ -287,14 +287,14 @@ class PPO(Method):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         held_out_prompts = set(list(dict.fromkeys(prompt for prompt, _, _ in held_out))[:c.eval_prompts])
         eval_ids = [ids for prompt, ids in zip(prompts, prompt_ids) if prompt in held_out_prompts]
-        with measure(self.stage_compute, "ppo") as phase:
+        with measure(stages, "ppo") as phase:
             stats = ppo_train(policy, prompt_ids, lambda ids, mask, last: reward_scores(reward_model, ids, mask, last),
                               c, log, pad_id, tokenizer.eos_token_id, step_offset=c.sft_steps + rm["steps"],
                               eval_prompts=eval_ids)
             account(phase, stats["trained_tokens"], stats["forward_tokens"])
         steps = c.sft_steps + rm["steps"] + c.rl_steps
-        self.train_record["stages"] = {"sft_steps": c.sft_steps, "rm_steps": rm["steps"], "ppo_steps": c.rl_steps}
-        self.train_record["greedy_reward"] = {
+        record["stages"] = {"sft_steps": c.sft_steps, "rm_steps": rm["steps"], "ppo_steps": c.rl_steps}
+        record["greedy_reward"] = {
             "prompts": len(eval_ids), "source": "prompts of the reward model's held-out pairs, greedy responses",
             "after_ppo_steps": stats["greedy_reward"]}
-        return TrainResult(policy, steps, totals["trained"], totals["forward"], stats["trainable_parameters"])
+        return TrainResult(policy, steps, totals["trained"], totals["forward"], stats["trainable_parameters"], record)

@@ -50,7 +50,8 @@ class SafeSFT(Method):
         ce = answer_cross_entropy(model, step.forget)
         return {"total": ce, "ce": ce}
 
-    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None):
+    def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
+            stage_compute=None):
         self.check_data(data)
         chosen = TrainData(forget=[Pair(prompt, good) for prompt, good, _ in data.preferences], normal=[],
                            mismatch_pool=[])

@@ -113,6 +113,16 @@ def normal_term(model, reference, batch: Batch, faithful: str = "paper", positio
     return "normal_kl", forward_kl(model, reference, batch, positions)
 
 
+def add_normal_term(total: torch.Tensor, terms: dict, weight: float, model, reference, batch: Batch,
+                    faithful: str = "paper", positions: str = "answer") -> torch.Tensor:
+    """total + ε3 · (the normal term), the term logged in `terms` under its name; ε3 = 0 adds nothing."""
+    if weight <= 0:
+        return total
+    name, value = normal_term(model, reference, batch, faithful, positions)
+    terms[name] = value
+    return total + weight * value
+
+
 def answer_log_likelihood(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """log p(y | x) per sequence: Σ_{answer tokens i} log p(y_i | x, y_<i), one value per row.
 

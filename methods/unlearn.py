@@ -14,10 +14,11 @@ and schedule's official behaviour (bench/batching.py, TrainConfig.schedule_steps
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from unlearnbench.errors import BenchError
 from unlearnbench.methods import FaithfulConfig, Method, check_non_negative
-from unlearnbench.methods.terms import answer_cross_entropy, normal_term, official_answer_loss
+from unlearnbench.methods.terms import add_normal_term, answer_cross_entropy, official_answer_loss
 
 
 @dataclass
@@ -26,6 +27,7 @@ class UnlearnConfig(FaithfulConfig):
     mismatch_weight: float = 1.0  # ε2
     normal_weight: float = 1.0  # ε3
     mismatch_k: int = 5  # K = |Y^rdn| answers per forget prompt
+    shown: ClassVar[tuple[str, ...] | None] = ("faithful", "forget_weight", "mismatch_k", "mismatch_weight", "normal_weight")
     kl_positions: str = "answer"  # "answer" (paper Eqn. 6) or "all" (non-padding positions); faithful="paper" only
 
     def validate(self) -> None:
@@ -55,8 +57,5 @@ class Unlearn(Method):
         if step.mismatch is not None and c.mismatch_weight > 0:
             terms["mismatch_ce"] = answer_loss(model, step.mismatch)
             total = total + c.mismatch_weight * terms["mismatch_ce"]
-        if c.normal_weight > 0:
-            name, value = normal_term(model, reference, step.normal, c.faithful, c.kl_positions)
-            terms[name] = value
-            total = total + c.normal_weight * value
+        total = add_normal_term(total, terms, c.normal_weight, model, reference, step.normal, c.faithful, c.kl_positions)
         return {"total": total, **terms}
