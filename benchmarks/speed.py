@@ -24,7 +24,6 @@ from unlearnbench import models  # noqa: E402
 from unlearnbench.batching import Template, pad_left  # noqa: E402
 from unlearnbench.generation import GenerationConfig  # noqa: E402
 from unlearnbench.generation.hf import HFGenerator  # noqa: E402
-from unlearnbench.methods.unlearn import Unlearn  # noqa: E402
 from unlearnbench.tasks.hallucination import HallucinationTask  # noqa: E402
 from unlearnbench.training import train  # noqa: E402
 
@@ -95,17 +94,41 @@ def static_cache_rows(loaded, template, questions, batch, new_tokens):
     return table
 
 
-def training_rows(loaded, template, data, steps):
+def matmul_gflops(dtype: torch.dtype, rows: int, inner: int = 576, outer: int = 1536, repeats: int = 20) -> float:
+    """The rate of one (rows x inner) @ (inner x outer) product on this machine, now: the ceiling a
+    training step's matrix products (hidden 576, MLP 1536 in the embedded model) can reach."""
+    a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, outer, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * inner * outer * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_rows(loaded, template, data, steps, methods=("unlearn", "ga", "npo")):
+    """Seconds per step and achieved GFLOP/s (the suite's own FLOP count) for each method, full
+    weights, fp32 and `auto` precision, against the matmul rate at the step's row count."""
+    from unlearnbench import registry
+    from unlearnbench.compute import training_flops
+    from unlearnbench.hardware import fast_low_precision
+
     rows = []
-    for lora in (False, True):
+    for name in methods:
         for precision in ("fp32", "auto"):
             model = models.load(loaded.spec).model
-            method = Unlearn(Unlearn.Config.from_overrides({"steps": steps + 1, "lora": lora, "precision": precision}))
+            method_cls = registry.get("method", name)
+            method = method_cls(method_cls.Config.from_overrides({"steps": steps + 1, "precision": precision}))
             log = []
-            train(method, model, loaded.tokenizer, data, template, log.append)
-            per_step = [row["seconds"] for row in log[1:]]  # the first step warms up
-            rows.append(["LoRA" if lora else "full", precision, method.config.batch_size, method.config.mismatch_k,
-                         f"{statistics.median(per_step):.2f}", f"{min(per_step):.2f}-{max(per_step):.2f}"])
+            result = train(method, model, loaded.tokenizer, data, template, log.append)
+            per_step = statistics.median(row["seconds"] for row in log[1:])  # the first step warms up
+            flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens) / (steps + 1)
+            tokens = result.trained_tokens // (steps + 1)
+            dtype = torch.float32 if precision == "fp32" else fast_low_precision(torch.device("cpu")) or torch.float32
+            ceiling = matmul_gflops(dtype, tokens)
+            achieved = flops / per_step / 1e9
+            rows.append([name, precision, str(dtype).removeprefix("torch."), tokens, f"{per_step:.2f}",
+                         f"{achieved:.0f}", f"{ceiling:.0f}", f"{achieved / ceiling:.0%}"])
     return rows
 
 
@@ -124,7 +147,11 @@ def main():
     template = Template(loaded.tokenizer)
     data = HallucinationTask().load("embedded", seed=0)
     questions = [p.question for p in data.train.forget]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    from unlearnbench.records import cpu_description
+
+    cpu = cpu_description()
+    print(f"{cpu['cpu']} ({', '.join(cpu['cpu_features']) or 'no AVX2'}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} cores")
     print(f"\nGeneration (HF backend, greedy, at most {args.new_tokens} new tokens, EOS stops a row): plain "
           "`generate` against the greedy loop (bench/generation/greedy.py), same prompts, same process")
     print(tabulate(generation_rows(loaded, template, questions, batches, args.new_tokens),
@@ -137,9 +164,11 @@ def main():
                        headers=["decoding", "batch", "first call s (compile included)", "new tokens", "tok/s (second call)",
                                 "identical"], tablefmt="github", disable_numparse=True))
     if not args.skip_training:
-        print("\nTraining: one `unlearn` step (forget + K mismatch + normal + reference forward)")
+        print("\nTraining: one step of each method (full weights; GFLOP/s by the suite's FLOP count, against a "
+              "matmul of the step's row count timed in this run)")
         print(tabulate(training_rows(loaded, template, data.train, args.steps),
-                       headers=["weights", "precision", "batch", "K", "s/step (median)", "range"], tablefmt="github"))
+                       headers=["method", "precision", "matmul dtype", "tokens/step", "s/step (median)", "GFLOP/s",
+                                "matmul GFLOP/s", "share"], tablefmt="github", disable_numparse=True))
 
 
 if __name__ == "__main__":
