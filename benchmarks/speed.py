@@ -1,6 +1,7 @@
 """Speed of the embedded model on this machine: generation tokens/s and training seconds/step.
 
     python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--static-cache]
+                               [--skip-generation] [--skip-training]
 
 Prints two tables (three with --static-cache). Figures, not assertions: speed goals live here, not
 in timed tests.
@@ -138,6 +139,7 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--static-cache", action="store_true",
                         help="also time generate with a static KV cache, with and without torch.compile (minutes)")
     args = parser.parse_args()
@@ -152,11 +154,12 @@ def main():
     cpu = cpu_description()
     print(f"{cpu['cpu']} ({', '.join(cpu['cpu_features']) or 'no AVX2'}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    print(f"\nGeneration (HF backend, greedy, at most {args.new_tokens} new tokens, EOS stops a row): plain "
-          "`generate` against the greedy loop (bench/generation/greedy.py), same prompts, same process")
-    print(tabulate(generation_rows(loaded, template, questions, batches, args.new_tokens),
-                   headers=["dtype", "batch", "new tokens", "generate tok/s", "loop new tokens", "loop tok/s",
-                            "speed-up", "identical"], tablefmt="github", disable_numparse=True))
+    if not args.skip_generation:
+        print(f"\nGeneration (HF backend, greedy, at most {args.new_tokens} new tokens, EOS stops a row): plain "
+              "`generate` against the greedy loop (bench/generation/greedy.py), same prompts, same process")
+        print(tabulate(generation_rows(loaded, template, questions, batches, args.new_tokens),
+                       headers=["dtype", "batch", "new tokens", "generate tok/s", "loop new tokens", "loop tok/s",
+                                "speed-up", "identical"], tablefmt="github", disable_numparse=True))
     if args.static_cache:
         print(f"\nTried, not used: `generate` with a static KV cache, with and without torch.compile (bf16, batch "
               f"{max(batches)}; 'identical' compares with plain `generate`'s outputs)")
