@@ -181,8 +181,7 @@ def _run_seeds_and_report(config, seeds_text: str | None, group=None):
 
 
 def _run_and_report(config, resume=None):
-    from unlearnbench.records import load_json
-    from unlearnbench.run_folder import process_state
+    from unlearnbench.run_folder import RunRecord, process_state
     from unlearnbench.runner import run as run_pipeline
     from unlearnbench.tables import comparison_table, paper_table
 
@@ -190,11 +189,11 @@ def _run_and_report(config, resume=None):
     run_dir = run_pipeline(config, resume=resume)
     if not process_state().is_main_process:
         return
-    metrics = load_json(run_dir / "metrics.json")
-    saved = load_json(run_dir / "config.json")["config"]
+    metrics = RunRecord.load(run_dir).as_dict()
+    saved = metrics["config"]
     click.echo(f"\n{saved['method']} on {saved['task']} ({saved['model']}, original: {metrics['original']['kind']})")
     click.echo(comparison_table(metrics, fmt="simple_outline"))
-    table = paper_table({**metrics, "config": saved})
+    table = paper_table(metrics)
     if table:
         click.echo("\nLaid out as the paper's Table 3:")
         click.echo(table)
@@ -233,9 +232,9 @@ def _quiet_libraries():
 def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
              similarity_judge, max_new_tokens, trust_remote_code, backend):
     """Score an existing model on TASK without training (a model unlearned elsewhere)."""
-    from unlearnbench.generation import choose_backend
-    from unlearnbench.records import load_json
     from unlearnbench.config import RunConfig
+    from unlearnbench.generation import choose_backend
+    from unlearnbench.run_folder import RunRecord
     from unlearnbench.runner import evaluate_model
     from unlearnbench.tables import comparison_table
 
@@ -248,7 +247,7 @@ def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, te
     if max_new_tokens is not None and max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     run_dir = evaluate_model(config, reference)
-    metrics = load_json(run_dir / "metrics.json")
+    metrics = RunRecord.load(run_dir).as_dict()
     if reference:
         click.echo(comparison_table(metrics, fmt="simple_outline"))
     else:

@@ -122,7 +122,9 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
     """The comparison table's data; `ppo_log` is the ppo run's train_log.jsonl rows, when ppo ran."""
     from unlearnbench.tables import paper_columns
 
-    records = {m: load_json(folder / m / "metrics.json") for m in methods if (folder / m / "metrics.json").is_file()}
+    from unlearnbench.run_folder import RunRecord
+
+    records = {m: RunRecord.load(folder / m).as_dict() for m in methods if (folder / m / "metrics.json").is_file()}
     with_metrics = [r for r in records.values() if r.get("metrics", {}).get("original")]
     columns = paper_columns(with_metrics[0]["metrics"]) if with_metrics else []
     columns = [c for c in columns if c[2] != "similarity_to_original"]

@@ -65,7 +65,10 @@ def hardware_name(hardware: dict) -> str:
 
 
 def entry_from_run(run_dir: Path) -> dict:
-    """The published form of one completed run: what the table shows, plus where it came from."""
+    """The published form of one completed run: what the table shows, plus where it came from.
+
+    Read from the files exactly as they are on disk (not through RunRecord, which recomputes the
+    compute total): publishing certifies those files by their hashes."""
     from unlearnbench.records import load_json, read_jsonl_records
 
     record = load_json(run_dir / "metrics.json", required=("status",))

@@ -92,15 +92,15 @@ def _run_each(group: Path, config, seeds: list[int]) -> list[str]:
 
 def seed_records(group: Path) -> list[dict]:
     """The completed runs in a group folder, in seed order, each with its config attached."""
-    from unlearnbench.records import load_json
+    from unlearnbench.run_folder import RunRecord
 
     records = []
     for run_dir in sorted(group.glob("seed-*"), key=lambda p: int(p.name.split("-", 1)[1]) if p.name[5:].isdigit() else 1 << 30):
         if not (run_dir / "metrics.json").is_file():
             continue
-        record = load_json(run_dir / "metrics.json")
-        if record.get("status") == "completed":
-            records.append({**record, "config": load_json(run_dir / "config.json")["config"]})
+        record = RunRecord.load(run_dir)
+        if record.status == "completed":
+            records.append(record.as_dict())
     return records
 
 

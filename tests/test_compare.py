@@ -49,7 +49,8 @@ def test_table_gives_compute_as_a_share_of_ppo(tmp_path, capsys, monkeypatch):
     def fake_run(config, resume=None):
         folder = tmp_path / "cmp" / config.run_name
         folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps(fake_record(*values[config.method])))
+        (folder / "metrics.json").write_text(json.dumps({"run_id": config.run_name, **fake_record(*values[config.method])}))
+        (folder / "config.json").write_text(json.dumps({"run_id": config.run_name, "config": {"method": config.method}}))
         return folder
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(runner, "resolve_config", lambda config: (config, None, None))
