@@ -60,7 +60,7 @@ def generation_rows(loaded, template, questions, batches, new_tokens):
 
 
 def static_cache_rows(loaded, template, questions, batch, new_tokens):
-    """What issue 5 asked to try and the backend does not use: `generate` with transformers' static
+    """Tried for the HF backend and not used there: `generate` with transformers' static
     KV cache, without and with `torch.compile` of the decode step (transformers compiles it only on
     accelerators unless `CompileConfig._compile_all_devices` is set). bf16, one batch, against plain
     `generate` on the same padded batch; the first call (compilation included) is timed apart."""

@@ -1,4 +1,4 @@
-"""The pure-math building blocks of the RLHF/PPO baseline of the project's issue 4 (InstructGPT /
+"""The pure-math building blocks of the RLHF/PPO baseline (InstructGPT /
 Ziegler et al. 2019 PPO with a value head, as TRL's PPOTrainer computes it). The `ppo` method
 that wires them to generation, a reward model and a value head is not part of this file.
 
