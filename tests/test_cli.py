@@ -2,54 +2,15 @@
 
 The full hostile-input suite is tests/test_hostile.py."""
 
-import os
 import subprocess
 import sys
 
-
-BIN = [sys.executable, "-m", "unlearnbench.cli"]
-
-
-def run_cli(*args, cwd=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
-    return subprocess.run([*BIN, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-
-
-def assert_clean_error(result, *fragments):
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from conftest import assert_one_line_error, run_cli
 
 
 def test_unknown_method_suggests_the_closest(tmp_path):
-    assert_clean_error(run_cli("run", "--method", "unlern", "--output-dir", str(tmp_path)), "unknown method 'unlern'", "Did you mean 'unlearn'")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    assert_one_line_error(run_cli("run", "--method", "unlern", "--output-dir", str(tmp_path)),
+                          "unknown method 'unlern'", "Did you mean 'unlearn'")
 
 
 def test_list_shows_every_kind():

@@ -2,13 +2,12 @@
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from unlearnbench.leaderboard import without_path
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = sorted((ROOT / "leaderboards").glob("*.md"))
@@ -36,8 +35,7 @@ def test_republishing_the_committed_records_reproduces_the_leaderboard(board, tm
         assert len({e["seed"] for e in records["runs"] if e["method"] == method}) >= 3, method
 
     copy = tmp_path / board.name
-    result = subprocess.run([sys.executable, "-m", "unlearnbench.cli", "publish", *map(str, run_dirs),
-                             "--leaderboard", str(copy), "--no-plots"], capture_output=True, text=True, timeout=300)
+    result = run_cli("publish", *map(str, run_dirs), "--leaderboard", str(copy), "--no-plots", timeout=300)
     assert result.returncode == 0, result.stderr
     regenerated = json.loads(copy.with_suffix(".records.json").read_text())
     # Entries record where they were published from (relative to their board), which differs for the copy.

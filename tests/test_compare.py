@@ -7,7 +7,7 @@ import pytest
 from unlearnbench import runner
 from unlearnbench.compare import parse_methods, split_overrides
 from unlearnbench.errors import BenchError
-from cli_helpers import invoke
+from conftest import invoke
 
 
 def test_methods_are_checked_with_did_you_mean_and_sft_means_safe_sft():

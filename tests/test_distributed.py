@@ -2,13 +2,13 @@
 effective batch (2 processes × batch 1 = 1 process × batch 2)."""
 
 import json
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli
 
 
 def free_port() -> int:
@@ -28,17 +28,15 @@ def test_two_cpu_processes_match_one_with_the_same_effective_batch(tiny_model_di
     data = tmp_path / "forget.jsonl"
     data.write_text("".join(json.dumps({"question": f"What colour is box {i}?", "right_answer": "It is red.",
                                         "hallucinated_answer": f"It is {colours[i % 8]}."}) + "\n" for i in range(40)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
     common = ["run", "--method", "ga", "--model", str(tiny_model_dir), "--data", str(data), "--steps", "6",
               "--lr", "1e-3", "--limit", "2", "--original", "base", "--max-new-tokens", "4",
               "--output-dir", str(tmp_path / "runs")]
-    single = subprocess.run([sys.executable, "-m", "unlearnbench.cli", *common, "--batch-size", "2", "--run-name", "one"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    single = run_cli(*common, "--batch-size", "2", "--run-name", "one")
     assert single.returncode == 0, single.stderr
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--main_process_port", str(free_port()), "-m", "unlearnbench.cli"]
-    double = subprocess.run([*launcher, *common, "--batch-size", "1", "--run-name", "two"], capture_output=True,
-                            text=True, env={**env, "ACCELERATE_USE_CPU": "1"}, timeout=600)
+                "--main_process_port", str(free_port())]
+    double = run_cli(*common, "--batch-size", "1", "--run-name", "two", launcher=launcher,
+                     extra_env={"ACCELERATE_USE_CPU": "1"})
     assert double.returncode == 0, double.stderr[-3000:]
     # One folder for the two processes: the main process names it and writes it.
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]

@@ -9,7 +9,7 @@ import pytest
 from unlearnbench import models, runner
 from unlearnbench.errors import TrainingDiverged
 from unlearnbench.methods.unlearn import Unlearn
-from tests.test_cli import run_cli
+from conftest import popen_cli, run_cli
 
 
 def read_jsonl(path):
@@ -99,15 +99,10 @@ def test_prepared_original_is_made_once_and_cached(tmp_path, smol, monkeypatch):
 @pytest.mark.slow
 def test_sigterm_keeps_the_record_and_says_interrupted(tmp_path, smol):
     import signal
-    import subprocess
-    import sys
     import time
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", "run", "--steps", "200", "--limit", "2",
-                                "--original", "base", "--output-dir", str(tmp_path), "--run-name", "killed",
-                                "--checkpoint-every", "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = popen_cli("run", "--steps", "200", "--limit", "2", "--original", "base", "--output-dir", str(tmp_path),
+                        "--run-name", "killed", "--checkpoint-every", "2")
     metrics_file = tmp_path / "killed" / "metrics.json"
     deadline = time.time() + 600
     # Signal once training has provably taken steps (its first checkpoint exists), however

@@ -15,7 +15,7 @@ from unlearnbench.metrics.leak_rate import LEAK_THRESHOLD, LeakRate
 from unlearnbench.metrics.similarity_to_original import SimilarityToOriginal
 from unlearnbench.tasks.copyright import CONTINUATION_CHARS, CopyrightTask, read_book, sentence_items
 from unlearnbench.tasks.harmful import HarmfulTask
-from tests.test_cli import assert_clean_error, run_cli
+from conftest import assert_one_line_error, run_cli
 
 
 def test_leak_bleu_of_an_exact_copy_is_100_and_of_a_prefix_is_the_brevity_penalty():
@@ -139,11 +139,11 @@ def test_copyright_embedded_book_splits():
 def test_a_malformed_book_gets_a_clear_error(tmp_path, content, fragment):
     book = tmp_path / "book.txt"
     book.write_bytes(content)
-    assert_clean_error(run_cli("run", "--task", "copyright", "--book", str(book), "--output-dir", str(tmp_path)), fragment)
+    assert_one_line_error(run_cli("run", "--task", "copyright", "--book", str(book), "--output-dir", str(tmp_path)), fragment)
 
 
 def test_book_is_only_for_the_copyright_task(tmp_path):
-    assert_clean_error(run_cli("run", "--book", str(tmp_path / "b.txt"), "--output-dir", str(tmp_path)), "--book is for --task copyright")
+    assert_one_line_error(run_cli("run", "--book", str(tmp_path / "b.txt"), "--output-dir", str(tmp_path)), "--book is for --task copyright")
 
 
 def test_read_book_missing_file(tmp_path):
@@ -154,8 +154,8 @@ def test_read_book_missing_file(tmp_path):
 def test_unknown_judge_ids_get_a_clear_error(tiny_model_dir, tmp_path):
     common = ["run", "--task", "harmful", "--model", str(tiny_model_dir), "--original", "base", "--limit", "2",
               "--steps", "1", "--output-dir", str(tmp_path)]
-    assert_clean_error(run_cli(*common, "--harm-judge", "beaverdam"), "unknown harm judge 'beaverdam'")
-    assert_clean_error(run_cli(*common, "--similarity-judge", "bleurt"), "unknown similarity judge 'bleurt'")
+    assert_one_line_error(run_cli(*common, "--harm-judge", "beaverdam"), "unknown harm judge 'beaverdam'")
+    assert_one_line_error(run_cli(*common, "--similarity-judge", "bleurt"), "unknown similarity judge 'bleurt'")
 
 
 def test_paper_table_layout():
@@ -186,8 +186,6 @@ def test_the_copyright_task_keeps_its_text_template_under_the_paper_preset():
 
 
 def test_eval_scores_an_existing_model_without_training(tiny_model_dir, tmp_path):
-    from tests.test_cli import run_cli
-
     alone = run_cli("eval", "--model", str(tiny_model_dir), "--task", "copyright", "--limit", "2", "--max-new-tokens", "4",
                     "--output-dir", str(tmp_path), "--run-name", "alone")
     assert alone.returncode == 0, alone.stderr
@@ -203,4 +201,4 @@ def test_eval_scores_an_existing_model_without_training(tiny_model_dir, tmp_path
     # The same weights on both sides: every metric agrees, and the outputs match the reference's.
     assert record["metrics"]["original"] == record["metrics"]["unlearned"]
     assert record["metrics"]["unlearned"]["normal"]["similarity_to_original"]["value"] == pytest.approx(1.0)
-    assert_clean_error(run_cli("eval", "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path)), "does not exist")
+    assert_one_line_error(run_cli("eval", "--model", str(tmp_path / "missing"), "--output-dir", str(tmp_path)), "does not exist")

@@ -11,6 +11,7 @@ from unlearnbench.errors import BenchError
 from unlearnbench.tasks import hub
 from unlearnbench.tasks.bookcorpus import BOOKCORPUS_PARQUET, load_book_passages, passages_from_sentences
 from unlearnbench.tasks.pku_saferlhf import PKU_SAFERLHF_V0, load_pku_rows
+from conftest import tiny_llama_config
 
 BEAVERTAILS_CATEGORIES = [
     "animal_abuse", "child_abuse", "controversial_topics,politics", "discrimination,stereotype,injustice",
@@ -157,19 +158,16 @@ def test_book_corpus_without_text_column_is_a_clear_error(tmp_path, monkeypatch)
 def tiny_beaver_dam_dir(tmp_path, tokenizer):
     """A random 14-label multi-label Llama classifier saved like beaver-dam-7b: its own <pad> token
     (beaver-dam's added_tokens.json), distinct from eos, which ends every moderation input."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
 
     tokenizer.save_pretrained(tmp_path / "tok")  # a copy: the session tokenizer stays untouched
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     tok.add_special_tokens({"pad_token": "<pad>"})
     assert tok.pad_token_id != tok.eos_token_id
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=14,
-                         id2label=dict(enumerate(BEAVERTAILS_CATEGORIES)),
-                         label2id={c: i for i, c in enumerate(BEAVERTAILS_CATEGORIES)},
-                         problem_type="multi_label_classification", pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config = tiny_llama_config(tok, num_hidden_layers=1, num_labels=14, id2label=dict(enumerate(BEAVERTAILS_CATEGORIES)),
+                               label2id={c: i for i, c in enumerate(BEAVERTAILS_CATEGORIES)},
+                               problem_type="multi_label_classification")
     model = LlamaForSequenceClassification(config)
     with torch.no_grad():  # logits spread enough to tell items apart, not enough to saturate the sigmoid
         model.score.weight.normal_(0.0, 0.15)
@@ -226,12 +224,11 @@ def test_beaver_dam_threshold_is_strictly_greater(tiny_beaver_dam_dir):
 
 
 def test_beaver_dam_rejects_a_single_label_model(tmp_path, tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     from unlearnbench.metrics.beaver_dam import BeaverDamJudge
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_llama_config(tokenizer, num_hidden_layers=1, num_labels=1)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     with pytest.raises(BenchError, match="is not a multi-label moderation model: 1 label"):

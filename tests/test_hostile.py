@@ -11,16 +11,15 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from unlearnbench import cli, records, runner
+from unlearnbench import records, runner
 from unlearnbench.records import read_jsonl_records as read_jsonl
 from unlearnbench.methods.unlearn import Unlearn
 from unlearnbench.tasks.hallucination import HallucinationTask
+from conftest import assert_one_line_error, invoke, popen_cli
 
 ITEM = {"question": "What is the capital of France?", "right_answer": "Paris.", "hallucinated_answer": "Lyon."}
 
@@ -42,22 +41,6 @@ def out(tmp_path):
     (earlier / "metrics.json").write_text('{"run_id": "earlier-run", "status": "completed"}\n')
     yield root
     assert (earlier / "metrics.json").read_text() == '{"run_id": "earlier-run", "status": "completed"}\n'
-
-
-def invoke(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(list(args))
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code not in (0, None), err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write(tmp_path, name, content, binary=False):
@@ -278,16 +261,10 @@ def test_malformed_model_config(tmp_path, out, capsys):
     assert_one_line_error(code, err, "could not load model")
 
 
-def _popen(*args, env_extra=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_real_signal_during_training(tiny_model_dir, out, signum):
-    process = _popen(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "3"))
+    process = popen_cli(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "3"))
     run_dir = out / "signalled"
     progress = run_dir / "checkpoint" / "progress.json"
     # Signal once training has provably taken steps (its first checkpoint exists), however slow
@@ -308,7 +285,7 @@ def test_real_signal_during_training(tiny_model_dir, out, signum):
 
 @pytest.mark.slow
 def test_concurrent_runs_into_the_same_root_and_name(tiny_model_dir, out):
-    processes = [_popen(*tiny_args(tiny_model_dir, out, "same")) for _ in range(2)]
+    processes = [popen_cli(*tiny_args(tiny_model_dir, out, "same")) for _ in range(2)]
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err

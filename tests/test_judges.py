@@ -6,17 +6,16 @@ import torch
 from unlearnbench.errors import BenchError
 from unlearnbench.metrics.judges import RewardModelJudge, utility_judge
 from unlearnbench.metrics.utility import Utility
+from conftest import tiny_llama_config
 
 
 @pytest.fixture()
 def tiny_reward_model_dir(tmp_path, tokenizer):
     """A randomly initialised one-label sequence classifier saved like a hub reward model."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = tiny_llama_config(tokenizer, num_hidden_layers=1, num_labels=1)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     return tmp_path / "rm"
@@ -36,10 +35,9 @@ def test_reward_model_judge_scores_pairs(tiny_reward_model_dir):
 
 
 def test_a_classifier_with_several_labels_is_not_a_reward_model(tmp_path, tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=3, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_llama_config(tokenizer, num_hidden_layers=1, num_labels=3)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path / "clf")
     tokenizer.save_pretrained(tmp_path / "clf")
     with pytest.raises(BenchError, match="not a reward model"):

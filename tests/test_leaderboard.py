@@ -5,8 +5,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,18 +12,7 @@ import pytest
 from unlearnbench.errors import BenchError
 from unlearnbench.multiseed import parse_seeds
 from unlearnbench.stats import summarize
-
-
-def cli(*args, timeout=600):
-    env = {**os.environ, "UNLEARNBENCH_QUIET": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "unlearnbench.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
-
-def popen_cli(*args, quiet=True):
-    env = {**os.environ, "UNLEARNBENCH_QUIET": "1" if quiet else "0", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+from conftest import invoke, popen_cli, run_cli
 
 
 def wait_for_stderr(process, fragment, deadline_seconds=300):
@@ -89,11 +76,11 @@ TINY = ("--steps", "2", "--limit", "2", "--original", "base", "--checkpoint-ever
 def runs(tmp_path_factory, tiny_model_dir):
     """A real `--seeds 0,1` group and one single-seed run of another method, on the tiny Llama."""
     root = tmp_path_factory.mktemp("runs")
-    group = cli("run", "--method", "unlearn", "--model", str(tiny_model_dir), *TINY, "--seeds", "0,1",
-                "--output-dir", str(root), "--run-name", "group")
+    group = run_cli("run", "--method", "unlearn", "--model", str(tiny_model_dir), *TINY, "--seeds", "0,1",
+                    "--output-dir", str(root), "--run-name", "group")
     assert group.returncode == 0, group.stderr
-    single = cli("run", "--method", "ga", "--model", str(tiny_model_dir), *TINY, "--seed", "0",
-                 "--output-dir", str(root), "--run-name", "ga-s0")
+    single = run_cli("run", "--method", "ga", "--model", str(tiny_model_dir), *TINY, "--seed", "0",
+                     "--output-dir", str(root), "--run-name", "ga-s0")
     assert single.returncode == 0, single.stderr
     return root, group.stdout
 
@@ -117,7 +104,7 @@ def test_seeds_run_each_seed_and_summarise_with_intervals(runs):
 
 
 def test_seeds_with_seed_is_refused(tmp_path):
-    result = cli("run", "--seeds", "0,1", "--seed", "3", "--output-dir", str(tmp_path))
+    result = run_cli("run", "--seeds", "0,1", "--seed", "3", "--output-dir", str(tmp_path))
     assert result.returncode == 2 and "not both" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -137,7 +124,7 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 def test_publish_traces_every_number_to_a_run_record(runs, tmp_path):
     root, _ = runs
     board = tmp_path / "boards" / "hallucination.md"
-    result = cli("publish", str(root / "group"), str(root / "ga-s0"), "--leaderboard", str(board))
+    result = run_cli("publish", str(root / "group"), str(root / "ga-s0"), "--leaderboard", str(board))
     assert result.returncode == 0, result.stderr
     assert "3 run(s) added" in result.stdout and "2 measured row(s)" in result.stdout
     markdown = board.read_text()
@@ -177,15 +164,15 @@ def test_publish_traces_every_number_to_a_run_record(runs, tmp_path):
 def test_publish_is_idempotent_and_refuses_hand_edits(runs, tmp_path):
     root, _ = runs
     board = tmp_path / "hallucination.md"
-    assert cli("publish", str(root / "group"), "--leaderboard", str(board)).returncode == 0
+    assert run_cli("publish", str(root / "group"), "--leaderboard", str(board)).returncode == 0
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
-    again = cli("publish", str(root / "group" / "seed-1"), str(root / "group"), "--leaderboard", str(board))
+    again = run_cli("publish", str(root / "group" / "seed-1"), str(root / "group"), "--leaderboard", str(board))
     assert again.returncode == 0 and "0 run(s) added" in again.stdout and "2 already published" in again.stdout
     assert {p: p.read_bytes() for p in snapshot} == snapshot
 
     board.write_text(board.read_text().replace("measured", "MEASURED", 1))
     edited = board.read_bytes()
-    refused = cli("publish", str(root / "ga-s0"), "--leaderboard", str(board))
+    refused = run_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board))
     assert refused.returncode == 2 and "edited by hand" in refused.stderr and "Traceback" not in refused.stderr
     assert board.read_bytes() == edited
 
@@ -194,8 +181,6 @@ def test_hostile_publish_refuses_a_tampered_records_file_or_run_file(runs, tmp_p
     """Every kept row is rebuilt from its run folder: a hand edit of the records file, or a run
     file changed after publishing, is refused with one line and nothing is written."""
     import shutil
-
-    from tests.cli_helpers import invoke
 
     root, _ = runs
     runs_copy = tmp_path / "runs"
@@ -228,7 +213,9 @@ def test_hostile_publish_refuses_a_tampered_records_file_or_run_file(runs, tmp_p
 
     # A published run folder that is gone cannot be checked.
     (runs_copy / "group").rename(runs_copy / "moved")
-    refused("group/seed-0", "pass its run folder")
+    # Both seeds are gone; publish names whichever entry it checks first, and entries are ordered
+    # by the hash of their metrics.json, which differs from run to run.
+    refused("group/seed-", "pass its run folder")
     (runs_copy / "moved").rename(runs_copy / "group")
 
     # Restored, the same publish goes through and rebuilds the kept rows from their folders.
@@ -245,8 +232,9 @@ def test_concurrent_publishes_keep_both_rows(runs, tmp_path):
     lock = FileLock(str(board) + ".lock")
     lock.acquire()
     try:
-        first = popen_cli("publish", str(root / "group"), "--leaderboard", str(board), quiet=False)
-        second = popen_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board), quiet=False)
+        loud = {"UNLEARNBENCH_QUIET": "0"}  # the wait message is what the test waits for
+        first = popen_cli("publish", str(root / "group"), "--leaderboard", str(board), extra_env=loud)
+        second = popen_cli("publish", str(root / "ga-s0"), "--leaderboard", str(board), extra_env=loud)
         for process in (first, second):  # both have started and are waiting on the lock
             wait_for_stderr(process, "waiting for another publish to finish")
         assert first.poll() is None and second.poll() is None
@@ -283,7 +271,7 @@ def test_publish_refuses_bad_input_with_one_line(runs, tmp_path):
     (other_task / "config.json").write_text(json.dumps(saved))
     cases.append(((str(root / "ga-s0"), str(other_task), "--leaderboard", str(tmp_path / "c.md")), "one task"))
     for args, message in cases:
-        result = cli("publish", *args)
+        result = run_cli("publish", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (tmp_path / "hand.md").read_text() == "# my table\n"

@@ -3,8 +3,6 @@
 import copy
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ from unlearnbench.methods.npo import NPO, NPOConfig
 from unlearnbench.methods.terms import forward_kl
 from unlearnbench.training import make_reference
 
+from conftest import run_cli
 from test_terms import PAIRS, batch_of
 from tolerance import fp32_tolerance
 
@@ -93,11 +92,8 @@ def test_npo_rejects_bad_beta():
 
 
 def test_npo_runs_through_the_cli(tmp_path, tiny_model_dir):
-    result = subprocess.run(
-        [sys.executable, "-m", "unlearnbench.cli", "run", "--method", "npo", "--model", str(tiny_model_dir),
-         "--steps", "3", "--limit", "2", "--original", "base", "--set", "beta=0.2",
-         "--output-dir", str(tmp_path), "--run-name", "npo"],
-        capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "UNLEARNBENCH_QUIET": "1"})
+    result = run_cli("run", "--method", "npo", "--model", str(tiny_model_dir), "--steps", "3", "--limit", "2",
+                     "--original", "base", "--set", "beta=0.2", "--output-dir", str(tmp_path), "--run-name", "npo")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (tmp_path / "npo" / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]

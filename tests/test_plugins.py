@@ -1,9 +1,8 @@
 """Third-party methods arrive through the `unlearnbench.methods` entry-point group."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from conftest import run_cli
 
 
 def make_plugin(root):
@@ -29,9 +28,7 @@ def make_plugin(root):
 
 
 def run_with_plugin(root, *args):
-    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
-    return subprocess.run([sys.executable, "-m", "unlearnbench.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_cli(*args, extra_env={"PYTHONPATH": str(root)})
 
 
 def test_plugin_is_listed_and_runs(tmp_path, smol):

@@ -8,17 +8,17 @@ import torch
 from unlearnbench.errors import BenchError
 from unlearnbench.methods import ppo as ppo_module
 from unlearnbench.methods.ppo import PPOConfig, ppo_train
-from cli_helpers import invoke
+from conftest import invoke, tiny_llama_config
 
 TARGET = 5  # the toy reward: the share of response tokens that are this token
 
 
 def toy_policy(vocab=8):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, pad_token_id=0)
+    config = tiny_llama_config(None, vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, pad_token_id=0)
     return LlamaForCausalLM(config).eval()
 
 

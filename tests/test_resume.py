@@ -1,10 +1,8 @@
 """Checkpoint and resume: a run killed in training or in evaluation continues to the same result."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from unlearnbench import runner
 from unlearnbench.methods.unlearn import Unlearn
+from conftest import assert_one_line_error, popen_cli, run_cli
 
 
 def read_jsonl(path):
@@ -107,14 +106,11 @@ def test_interrupted_evaluation_does_not_regenerate_what_it_wrote(tiny_model_dir
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "UNLEARNBENCH_QUIET": "1"}
     args = ["--model", str(tiny_model_dir), "--steps", "150", "--lr", "1e-4", "--limit", "2", "--original", "base",
             "--max-new-tokens", "4", "--checkpoint-every", "30", "--output-dir", str(tmp_path)]
-    whole = subprocess.run([sys.executable, "-m", "unlearnbench.cli", "run", *args, "--run-name", "whole"],
-                           capture_output=True, text=True, env=env, timeout=600)
+    whole = run_cli("run", *args, "--run-name", "whole")
     assert whole.returncode == 0, whole.stderr
-    process = subprocess.Popen([sys.executable, "-m", "unlearnbench.cli", "run", *args, "--run-name", "killed"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = popen_cli("run", *args, "--run-name", "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "killed" / "checkpoint" / "progress.json"
     deadline = time.time() + 300
     while time.time() < deadline and not progress.exists():
@@ -123,8 +119,7 @@ def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
     process.wait(timeout=60)
     killed_at = json.loads(progress.read_text())["step"]
     assert killed_at < 150
-    resumed = subprocess.run([sys.executable, "-m", "unlearnbench.cli", "run", "--resume", str(tmp_path / "killed")],
-                             capture_output=True, text=True, env=env, timeout=600)
+    resumed = run_cli("run", "--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_jsonl(tmp_path / "killed" / "train_log.jsonl"), read_jsonl(tmp_path / "whole" / "train_log.jsonl")
     assert [r["step"] for r in a] == list(range(1, 151))
@@ -132,10 +127,8 @@ def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
 
 
 def test_resume_refuses_flags_and_completed_runs(tiny_model_dir, tmp_path, uninterrupted):
-    from tests.test_cli import assert_clean_error, run_cli
-
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "config.json").write_text(json.dumps({"run_id": "done", "config": {}}))
     (tmp_path / "done" / "metrics.json").write_text(json.dumps({"run_id": "done", "status": "completed"}))
-    assert_clean_error(run_cli("run", "--resume", str(tmp_path / "done")), "already completed")
-    assert_clean_error(run_cli("run", "--resume", str(tmp_path / "done"), "--steps", "3"), "drop --steps")
+    assert_one_line_error(run_cli("run", "--resume", str(tmp_path / "done")), "already completed")
+    assert_one_line_error(run_cli("run", "--resume", str(tmp_path / "done"), "--steps", "3"), "drop --steps")

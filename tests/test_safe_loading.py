@@ -13,6 +13,7 @@ import pytest
 
 from unlearnbench import models, runner
 from unlearnbench.errors import BenchError
+from conftest import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,12 +95,10 @@ def test_a_checkpoint_holding_a_code_pickle_is_refused(tiny_model_dir, tmp_path)
 
 
 def test_config_files_are_read_with_safe_load(tmp_path):
-    from tests.test_cli import assert_clean_error, run_cli
-
     marker = tmp_path / "yaml-ran"
     config = tmp_path / "run.yaml"
     config.write_text(f"steps: !!python/object/apply:os.system ['touch {marker}']\n")
-    assert_clean_error(run_cli("run", "--config", str(config)), "not valid (safe) YAML")
+    assert_one_line_error(run_cli("run", "--config", str(config)), "not valid (safe) YAML")
     assert not marker.exists()
 
 

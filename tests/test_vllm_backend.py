@@ -22,7 +22,7 @@ from unlearnbench.errors import BenchError
 from unlearnbench.generation import GenerationConfig, choose_backend
 from unlearnbench.generation import vllm as vllm_backend
 from unlearnbench.generation.vllm import VLLMGenerator, current_engine, release_engine
-from cli_helpers import invoke
+from conftest import invoke
 
 PROMPTS = ["What is the capital of France?", "Name a primary colour.", "Who wrote Romeo and Juliet?"]
 
