@@ -169,3 +169,35 @@ def test_the_reference_check_finds_a_mention(tmp_path):
     clean.write_text("see docs/paper.md\n")
     leaking.write_text(f"from ../{PRIVATE_REFERENCE}/paper.md\n")
     assert files_mentioning([clean, leaking], PRIVATE_REFERENCE) == [leaking]
+
+
+# A path into the repository, written in a comment, docstring or doc: `docs/x.md`, `bench/y.py`, ...
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:docs|bench|methods|metrics|tests|benchmarks|scripts|leaderboards)"
+                       r"/[\w./-]*\w\.(?:md|py|json|jsonl|sh|png|txt|yaml))\b")
+
+
+def missing_paths(files: list[Path]) -> list[str]:
+    """Repository paths named in the given files that do not exist (paths under a run folder
+    or a temporary folder are examples, not pointers, and are skipped)."""
+    missing = []
+    for path in files:
+        for target in REPO_PATH.findall(path.read_text(encoding="utf-8", errors="replace")):
+            if "<" in target or "*" in target or not (ROOT / target).exists():
+                if not any(part in target for part in ("runs/", "TASK", "my_", "steer.py")):
+                    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+                    missing.append(f"{shown}: {target}")
+    return missing
+
+
+def test_no_reference_points_to_a_missing_file():
+    this_file = Path(__file__).resolve()  # its examples name missing files on purpose
+    files = [p for p in repo_files() if p.suffix in (".py", ".md", ".toml") and not is_generated(p) and p != this_file]
+    assert len(files) > 50
+    assert missing_paths(files) == []
+
+
+def test_the_path_check_finds_a_missing_file(tmp_path):
+    assert missing_paths([ROOT / "docs" / "cli.md"]) == []
+    bad = tmp_path / "bad.md"
+    bad.write_text("See docs/no-such-page.md and bench/runner.py.")
+    assert missing_paths([bad]) == ["bad.md: docs/no-such-page.md"]
