@@ -106,8 +106,8 @@ def test_interrupted_evaluation_does_not_regenerate_what_it_wrote(tiny_model_dir
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
-    args = ["--model", str(tiny_model_dir), "--steps", "150", "--lr", "1e-4", "--limit", "2", "--original", "base",
-            "--max-new-tokens", "4", "--checkpoint-every", "30", "--output-dir", str(tmp_path)]
+    args = ["--model", str(tiny_model_dir), "--steps", "60", "--lr", "1e-4", "--limit", "2", "--original", "base",
+            "--max-new-tokens", "4", "--checkpoint-every", "15", "--output-dir", str(tmp_path)]
     whole = run_cli("run", *args, "--run-name", "whole")
     assert whole.returncode == 0, whole.stderr
     process = popen_cli("run", *args, "--run-name", "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -118,11 +118,11 @@ def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
     process.send_signal(signal.SIGKILL)  # no handler, no final save: only what the checkpoint wrote
     process.wait(timeout=60)
     killed_at = json.loads(progress.read_text())["step"]
-    assert killed_at < 150
+    assert killed_at < 60
     resumed = run_cli("run", "--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_jsonl(tmp_path / "killed" / "train_log.jsonl"), read_jsonl(tmp_path / "whole" / "train_log.jsonl")
-    assert [r["step"] for r in a] == list(range(1, 151))
+    assert [r["step"] for r in a] == list(range(1, 61))
     assert [r["total"] for r in a] == pytest.approx([r["total"] for r in b], rel=1e-5, abs=1e-6)
 
 
