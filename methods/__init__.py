@@ -52,24 +52,17 @@ def coerce(name: str, value, hint):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    elif hint in (int, float):
         if isinstance(value, str):
             try:
-                return int(value)
+                value = hint(value)
             except ValueError:
                 pass
-    elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
+            if hint is float:
                 return float(value)
-            except ValueError:
-                pass
+            if isinstance(value, int) or value.is_integer():
+                return int(value)
     elif hint is str:
         if isinstance(value, str):
             return value
