@@ -139,17 +139,24 @@ def load_board(leaderboard: Path) -> dict:
 
 
 def located_run(entry: dict, leaderboard: Path, given: dict[str, Path]) -> Path:
-    """The run folder of a published entry: named on the command line, at the path recorded
-    when it was published, or in the committed layout `runs/<task>/<run id>` beside the board."""
-    candidates = [given.get(entry["run_id"])]
-    if entry.get("path"):
-        candidates.append(leaderboard.parent / entry["path"])
-    candidates.append(leaderboard.parent / "runs" / entry["task"] / entry["run_id"])
-    for candidate in candidates:
-        if candidate is not None and (candidate / "metrics.json").is_file():
-            return Path(os.path.normpath(candidate))  # "board/../runs/x" reads as "runs/x" in messages
-    raise BenchError(f"{records_path(leaderboard)}: the published run '{entry['run_id']}' is not where it was "
-                     "published from; pass its run folder to publish so that its row can be checked and rebuilt")
+    """The run folder of a published entry whose files hash as published: at the path recorded
+    when it was published, in the committed layout `runs/<task>/<run id>` beside the board, or
+    named on the command line. A folder that is there but changed is refused, naming the file."""
+    candidates = [leaderboard.parent / entry["path"]] if entry.get("path") else []
+    candidates += [leaderboard.parent / "runs" / entry["task"] / entry["run_id"], given.get(entry["run_id"])]
+    present = [Path(os.path.normpath(c)) for c in candidates if c is not None and (c / "metrics.json").is_file()]
+    if not present:
+        raise BenchError(f"{records_path(leaderboard)}: the published run '{entry['run_id']}' is not where it was "
+                         "published from; pass its run folder to publish so that its row can be checked and rebuilt")
+    def changed(run_dir: Path) -> list[Path]:
+        return [run_dir / name for name, digest in entry["sha256"].items()
+                if not (run_dir / name).is_file() or sha256_file(run_dir / name) != digest]
+
+    for run_dir in present:
+        if not changed(run_dir):
+            return run_dir
+    raise BenchError(f"{changed(present[0])[0]} is not the file that was published (its sha256 differs from "
+                     f"{records_path(leaderboard).name}); publish refuses a run changed after publishing")
 
 
 def first_difference(a, b, where: str = "") -> str:
@@ -167,10 +174,6 @@ def rebuilt_entry(entry: dict, leaderboard: Path, given: dict[str, Path]) -> dic
     it, or of a run file after publishing, reach the page silently.
     """
     run_dir = located_run(entry, leaderboard, given)
-    for name, digest in entry["sha256"].items():
-        if not (run_dir / name).is_file() or sha256_file(run_dir / name) != digest:
-            raise BenchError(f"{run_dir / name} is not the file that was published (its sha256 differs from "
-                             f"{records_path(leaderboard).name}); publish refuses a run changed after publishing")
     rebuilt, published = entry_from_run(run_dir), without_path(entry)
     if rebuilt != published:
         raise BenchError(f"{records_path(leaderboard)}: the entry of run '{entry['run_id']}' differs from its run "

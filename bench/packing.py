@@ -26,22 +26,28 @@ class PackedForward:
     """The model, for the duration of one step, with one forward pass over the step's batches.
 
     A call with anything else (a batch outside the step, extra keyword arguments such as
-    `output_hidden_states`) goes to the model itself.
+    `output_hidden_states`, another gradient mode or train/eval state than the packed pass) goes
+    to the model itself. Every batch of the step is in the packed pass, also one the loss then
+    leaves unread (a term whose weight is 0): that costs its rows, not correctness.
     """
 
     def __init__(self, model, step: Step):
         self.model = model
         self.batches = [b for b in (step.forget, step.mismatch, step.normal) if b is not None]
         self._logits: dict[int, torch.Tensor] | None = None
+        # Gradient mode and train/eval state of the packed pass: a call in another state (a
+        # no-grad "old policy" pass, say) needs its own forward, not these logits.
+        self._state: tuple | None = None
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def __call__(self, input_ids=None, attention_mask=None, **kwargs):
-        if kwargs or not any(b.input_ids is input_ids for b in self.batches):
+        state = (torch.is_grad_enabled(), getattr(self.model, "training", None))
+        if kwargs or not any(b.input_ids is input_ids for b in self.batches) or self._state not in (None, state):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         if self._logits is None:
-            self._logits = self._forward_all()
+            self._logits, self._state = self._forward_all(), state
         return CausalLMOutput(logits=self._logits[id(input_ids)])
 
     def _forward_all(self) -> dict[int, torch.Tensor]:

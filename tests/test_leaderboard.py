@@ -341,3 +341,20 @@ def test_training_curves_plot_terms_and_statistics_but_not_timings_or_schedules(
     kept = ["total", "forget_ce", "normal_kl", "reward", "kl", "greedy_reward", "rm_accuracy", "response_tokens"]
     dropped = ["step", "seconds", "ppo_seconds", "lr", "ppo_lr", "rm_lr", "kl_coef"]
     assert [k for k in kept + dropped if is_plotted_term(k)] == kept
+
+
+def test_a_new_run_named_like_a_published_one_does_not_hide_it(runs, tmp_path, capsys):
+    """A kept row is rebuilt from the folder whose files hash as published, not from whichever
+    folder has its run id: a rerun with other settings under the same name is just a new row."""
+    import shutil
+
+    root, _ = runs
+    board = tmp_path / "board" / "hallucination.md"
+    assert invoke(capsys, "publish", str(root / "ga-s0"), "--leaderboard", str(board))[0] == 0
+    rerun = tmp_path / "elsewhere" / "ga-s0"
+    shutil.copytree(root / "ga-s0", rerun)
+    saved = json.loads((rerun / "config.json").read_text())
+    saved["config"]["method_hyper"]["lr"] = 1e-3
+    (rerun / "config.json").write_text(json.dumps(saved))
+    code, out, err = invoke(capsys, "publish", str(rerun), "--leaderboard", str(board))
+    assert code == 0 and "1 run(s) added" in out and "2 measured row(s)" in out, err

@@ -102,3 +102,14 @@ def test_training_runs_with_eager_attention_and_gives_the_model_back_as_it_was(t
     result = train(method, tiny_model, tokenizer, make_data(4, 4, pool=8), Template(tokenizer, "chat"), lambda row: None)
     assert seen == ["eager", "eager"]
     assert result.model.config._attn_implementation == "sdpa"
+
+
+def test_a_call_in_another_gradient_mode_runs_its_own_forward(tokenizer, tiny_model):
+    step = a_step(tokenizer)
+    counted = CountingModel(tiny_model)
+    packed = PackedForward(counted, step)
+    with torch.no_grad():
+        frozen = packed(input_ids=step.forget.input_ids, attention_mask=step.forget.attention_mask).logits
+    live = packed(input_ids=step.forget.input_ids, attention_mask=step.forget.attention_mask).logits
+    assert not frozen.requires_grad and live.requires_grad  # the no-grad pass did not serve the gradient call
+    assert counted.rows == [10, 2]

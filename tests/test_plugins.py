@@ -31,15 +31,16 @@ def run_with_plugin(root, *args):
     return run_cli(*args, extra_env={"PYTHONPATH": str(root)})
 
 
-def test_plugin_is_listed_and_runs(tmp_path, smol):
+def test_plugin_is_listed_and_runs(tmp_path, tiny_model_dir):
     make_plugin(tmp_path)
     listed = run_with_plugin(tmp_path, "list")
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if "half_ascent" in line)
     assert "plugin" in line and "tiny_plugin:HalfAscent" in line
 
-    result = run_with_plugin(tmp_path, "run", "--method", "half_ascent", "--steps", "1", "--limit", "2",
-                             "--original", "base", "--output-dir", str(tmp_path / "runs"), "--run-name", "plugin")
+    result = run_with_plugin(tmp_path, "run", "--method", "half_ascent", "--model", str(tiny_model_dir), "--steps", "1",
+                             "--limit", "2", "--max-new-tokens", "4", "--original", "base",
+                             "--output-dir", str(tmp_path / "runs"), "--run-name", "plugin")
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "runs" / "plugin" / "train_log.jsonl").read_text()
     assert '"forget_ce"' in log
