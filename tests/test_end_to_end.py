@@ -1,12 +1,11 @@
 """The whole pipeline on the embedded model, with a few steps and a few prompts."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from unlearnbench import models, runner
+from unlearnbench import runner
 from unlearnbench.errors import TrainingDiverged
 from unlearnbench.methods.unlearn import Unlearn
 from conftest import popen_cli, run_cli
@@ -79,15 +78,14 @@ def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, smol, monkeypatch)
 
 
 @pytest.mark.slow
-def test_prepared_original_is_made_once_and_cached(tmp_path, smol, monkeypatch):
+def test_prepared_original_is_made_once_and_cached(tmp_path, tiny_model_dir, monkeypatch):
     cache = tmp_path / "cache"
-    (cache / "models").mkdir(parents=True)
-    os.symlink(models.cache_root() / "models" / "smollm2-135m", cache / "models" / "smollm2-135m")
     monkeypatch.setenv("UNLEARNBENCH_CACHE", str(cache))
     from unlearnbench.tasks.hallucination import HallucinationTask
 
     monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 2, "lr": 1e-4, "batch_size": 2})
-    config = runner.RunConfig(hyper={"steps": 1}, limit=2, original="prepared", output_dir=str(tmp_path))
+    config = runner.RunConfig(model=str(tiny_model_dir), hyper={"steps": 1}, limit=2, max_new_tokens=4,
+                              original="prepared", output_dir=str(tmp_path))
     first = json.loads((runner.run(config) / "metrics.json").read_text())
     assert first["original"]["kind"] == "prepared" and "prepare" in first["compute"]
     cached = list((cache / "originals").glob("hallucination-*/model/config.json"))

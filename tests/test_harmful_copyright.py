@@ -15,7 +15,7 @@ from unlearnbench.metrics.leak_rate import LEAK_THRESHOLD, LeakRate
 from unlearnbench.metrics.similarity_to_original import SimilarityToOriginal
 from unlearnbench.tasks.copyright import CONTINUATION_CHARS, CopyrightTask, read_book, sentence_items
 from unlearnbench.tasks.harmful import HarmfulTask
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke, run_cli
 
 
 def test_leak_bleu_of_an_exact_copy_is_100_and_of_a_prefix_is_the_brevity_penalty():
@@ -151,11 +151,11 @@ def test_read_book_missing_file(tmp_path):
         read_book(tmp_path / "nope.txt")
 
 
-def test_unknown_judge_ids_get_a_clear_error(tiny_model_dir, tmp_path):
+def test_unknown_judge_ids_get_a_clear_error(tiny_model_dir, tmp_path, capsys):
     common = ["run", "--task", "harmful", "--model", str(tiny_model_dir), "--original", "base", "--limit", "2",
               "--steps", "1", "--output-dir", str(tmp_path)]
-    assert_one_line_error(run_cli(*common, "--harm-judge", "beaverdam"), "unknown harm judge 'beaverdam'")
-    assert_one_line_error(run_cli(*common, "--similarity-judge", "bleurt"), "unknown similarity judge 'bleurt'")
+    assert_one_line_error(*invoke(capsys, *common, "--harm-judge", "beaverdam")[::2], "unknown harm judge 'beaverdam'")
+    assert_one_line_error(*invoke(capsys, *common, "--similarity-judge", "bleurt")[::2], "unknown similarity judge 'bleurt'")
 
 
 def test_paper_table_layout():
