@@ -201,3 +201,16 @@ def test_the_path_check_finds_a_missing_file(tmp_path):
     bad = tmp_path / "bad.md"
     bad.write_text("See docs/no-such-page.md and bench/runner.py.")
     assert missing_paths([bad]) == ["bad.md: docs/no-such-page.md"]
+
+
+SECTION_CITATION = re.compile(r"(?<![\w/.-])([\w-]+\.md)\s+§")
+
+
+def test_every_cited_markdown_file_exists():
+    """`name.md §N` citations (with or without a folder) name a file the repository has."""
+    files = [p for p in repo_files() if p.suffix in (".py", ".md", ".toml", ".txt") and p != Path(__file__).resolve()]
+    names = {p.name for p in repo_files()}
+    cited = {(p.relative_to(ROOT).as_posix(), name) for p in files
+             for name in SECTION_CITATION.findall(p.read_text(encoding="utf-8", errors="replace"))}
+    assert [c for c in cited if c[1] not in names] == []
+    assert SECTION_CITATION.findall("see environment.md §1 and docs/paper.md §2") == ["environment.md"]
