@@ -173,12 +173,16 @@ def rebuilt_entry(entry: dict, leaderboard: Path, given: dict[str, Path]) -> dic
     The records file caches what the table shows; trusting the cache would let a hand edit of
     it, or of a run file after publishing, reach the page silently.
     """
-    run_dir = located_run(entry, leaderboard, given)
-    rebuilt, published = entry_from_run(run_dir), without_path(entry)
-    if rebuilt != published:
-        raise BenchError(f"{records_path(leaderboard)}: the entry of run '{entry['run_id']}' differs from its run "
-                         f"record at '{first_difference(published, rebuilt)}'; the records file was edited by hand")
+    check_unedited(entry, entry_from_run(located_run(entry, leaderboard, given)), leaderboard)
     return entry
+
+
+def check_unedited(published: dict, rebuilt: dict, leaderboard: Path) -> None:
+    """Refuse a published entry that differs from the one its run record gives (where it lies aside)."""
+    published, rebuilt = without_path(published), without_path(rebuilt)
+    if rebuilt != published:
+        raise BenchError(f"{records_path(leaderboard)}: the entry of run '{published['run_id']}' differs from its run "
+                         f"record at '{first_difference(published, rebuilt)}'; the records file was edited by hand")
 
 
 def without_path(entry: dict) -> dict:
@@ -228,10 +232,8 @@ def publish(run_dirs, leaderboard: str | Path, plots: bool = True) -> dict:
                 slot = (group_key(entry), entry["seed"])
                 old = by_slot.get(slot)
                 unchanged = old is not None and old["key"] == entry["key"]
-                if unchanged and without_path(old) != without_path(entry):
-                    raise BenchError(f"{records_path(leaderboard)}: the entry of run '{entry['run_id']}' differs from "
-                                     f"its run record at '{first_difference(old, entry)}'; the records file was "
-                                     "edited by hand")
+                if unchanged:
+                    check_unedited(old, entry, leaderboard)
                 counts["added" if old is None else "unchanged" if unchanged else "replaced"] += 1
                 by_slot[slot] = entry
             entries = sorted(by_slot.values(), key=lambda e: e["key"])
