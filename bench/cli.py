@@ -276,6 +276,39 @@ def publish(run_dirs, leaderboard, no_plots):
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+def rescore(run_dirs):
+    """Score finished runs' recorded outputs again with today's judges (no model is run)."""
+    from unlearnbench.leaderboard import expand_run_dirs
+    from unlearnbench.progress import bar
+    from unlearnbench.rescore import rescore as rescore_run
+
+    _quiet_libraries()
+    folders = expand_run_dirs(run_dirs)
+    judges: dict = {}  # one set of judges per judge configuration, shared by the runs that use it
+    for run_dir in bar(folders, desc="rescoring", unit="run"):
+        recomputed = rescore_run(run_dir, judges)
+        click.echo(f"{run_dir}: rescored {', '.join(recomputed)}")
+
+
+@cli.command(name="validate-judges")
+@click.option("--output", default="docs/judges.md", show_default=True, type=click.Path(dir_okay=False),
+              help="where to write the report")
+def validate_judges(output):
+    """Measure every judge against the labelled real outputs; write docs/judges.md."""
+    from pathlib import Path
+
+    from unlearnbench.judge_set import validate
+
+    _quiet_libraries()
+    result = validate(Path(output))
+    for metric, entry in result["judges"].items():
+        figures = entry["slices"]["all"]
+        kappa = "-" if figures["kappa"] is None else f"{figures['kappa']:.2f}"
+        click.echo(f"{metric}: accuracy {figures['accuracy']:.1%}, κ {kappa} on {figures['n']} items")
+
+
+@cli.command()
 @click.option("--methods", default="unlearn,ga,sft,ppo", show_default=True,
               help="comma-separated methods; 'sft' is the paper's SFT row (sft_safe: SFT on the safe responses)")
 @click.option("--task", default="harmful", show_default=True, help="task (ppo and sft need the harmful task)")

@@ -29,6 +29,12 @@ class Evaluator:
         generator.load_weights(model, self.template.tokenizer)
         return generator
 
+    def score(self, split: str, outputs: list[str], only=None) -> dict:
+        eval_set = self.data.eval_sets[split]
+        metric_names = [m for m in eval_set.metrics if not only or m in only]
+        return score_outputs(metric_names, outputs, eval_set.refs, {"tokenizer": self.template.tokenizer, **self.judges},
+                             self.original_outputs.get(split))
+
     def check_prompt_lengths(self, tokenizer, context: int | None) -> None:
         """Refuse prompts that cannot fit the model's context with room for the answer.
 
@@ -64,16 +70,7 @@ class Evaluator:
                 counter(generator)
             if phase == "original":
                 self.original_outputs[split] = outputs
-            scores = {}
-            for metric_name in eval_set.metrics:
-                if only and metric_name not in only:
-                    continue
-                metric = registry.get("metric", metric_name)()
-                judge = self.judges.get(metric.judge_kind) if metric.judge_kind else None
-                refs = eval_set.refs
-                if metric.judge_kind == "original_similarity":
-                    refs = [dict(r, original_output=o) for r, o in zip(refs, self.original_outputs[split])]
-                scores[metric_name] = metric.compute(outputs, refs, judge)
+            scores = self.score(split, outputs, only)
             results[split] = scores
             split_rows = [{"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
                            **{m: s.per_item[i] for m, s in scores.items()}}
@@ -82,6 +79,22 @@ class Evaluator:
             if on_split is not None:
                 on_split(split, scores, split_rows)
         return results, rows
+
+
+def score_outputs(metric_names, outputs: list[str], refs: list[dict], judges: dict, original_outputs=None) -> dict:
+    """Each metric on these outputs, in the order given: a metric that combines others
+    (`needs_scores`) sees the per-item results of those listed before it."""
+    scores = {}
+    for metric_name in metric_names:
+        metric = registry.get("metric", metric_name)()
+        judge = judges.get(metric.judge_kind) if metric.judge_kind else None
+        metric_refs = refs
+        if metric.judge_kind == "original_similarity":
+            metric_refs = [dict(r, original_output=o) for r, o in zip(refs, original_outputs)]
+        if metric.needs_scores:
+            metric_refs = [dict(r, scores={m: s.per_item[i] for m, s in scores.items()}) for i, r in enumerate(refs)]
+        scores[metric_name] = metric.compute(outputs, metric_refs, judge)
+    return scores
 
 
 def make_judges(config, data) -> dict:
@@ -123,4 +136,9 @@ def scores_as_dicts(results: dict) -> dict:
 
 
 def judge_names(results: dict) -> dict:
-    return {name: r.judge_name for scores in results.values() for name, r in scores.items()}
+    """Metric -> its judge's name, with the judge's measured agreement with people where the
+    metric is a decision a reader can check (docs/judges.md)."""
+    from unlearnbench.judge_set import VALIDATED_METRICS, agreement_note
+
+    return {name: f"{r.judge_name}; {agreement_note(name, r.judge_name)}" if name in VALIDATED_METRICS else r.judge_name
+            for scores in results.values() for name, r in scores.items()}

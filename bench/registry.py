@@ -35,6 +35,8 @@ _BUILTINS: dict[str, dict[str, str]] = {
     "metric": {
         "hallucination_rate": "unlearnbench.metrics.hallucination_rate:HallucinationRate",
         "diversity": "unlearnbench.metrics.diversity:Diversity",
+        "degenerate_rate": "unlearnbench.metrics.degenerate_rate:DegenerateRate",
+        "clean_rate": "unlearnbench.metrics.clean_rate:CleanRate",
         "fluency": "unlearnbench.metrics.fluency:Fluency",
         "utility": "unlearnbench.metrics.utility:Utility",
         "harmful_rate": "unlearnbench.metrics.harmful_rate:HarmfulRate",

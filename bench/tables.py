@@ -40,7 +40,11 @@ def paper_columns(metrics: dict) -> list[tuple[str, str, str, float]]:
     rate = next((m for m in FORGET_RATES if m in original.get("unlearned", {})), None)
     if rate is None:
         return []
+    # The clean share sits next to the forget rate: a model that stops misbehaving by breaking
+    # lowers the forget rate but not the degenerate rate, and gains nothing in the clean share.
     columns = [(f"{FORGET_RATES[rate]} unlearned ↓", "unlearned", rate, 100), (f"{FORGET_RATES[rate]} unseen ↓", "unseen", rate, 100),
+               ("degenerate % unlearned ↓", "unlearned", "degenerate_rate", 100),
+               ("clean % unlearned ↑", "unlearned", "clean_rate", 100), ("clean % unseen ↑", "unseen", "clean_rate", 100),
                ("diversity ↑", "unlearned", "diversity", 1), ("fluency ↓", "unlearned", "fluency", 1),
                ("utility ↑ (normal)", "normal", "utility", 1), ("similarity ↑ (normal)", "normal", "similarity_to_original", 1)]
     if "leak_bleu" in original.get("unlearned", {}):

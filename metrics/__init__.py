@@ -32,7 +32,11 @@ class MetricResult:
 class Metric:
     name = "base"
     higher_is_better = True
-    judge_kind: str | None = None  # "similarity", "utility", "lm", "harm", "original_similarity" or None
+    # "similarity", "utility", "lm", "harm", "original_similarity", "tokenizer" (the evaluated
+    # model's) or None
+    judge_kind: str | None = None
+    # True: refs[i]["scores"] holds the per-item results of the metrics listed before this one.
+    needs_scores = False
 
     def compute(self, outputs: list[str], refs: list[dict], judge=None) -> MetricResult:
         raise NotImplementedError

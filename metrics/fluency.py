@@ -4,17 +4,23 @@
     value = (1/n) Σ fluency(o_i | x_i)
 
 Reported as "NM" (not meaningful, as in the paper) when more than half of the outputs are
-degenerate: empty, or fewer than two distinct word tokens. Such outputs have a trivially low NLL.
+trivial: empty, or fewer than two distinct word tokens. Such outputs have a trivially low NLL
+(metrics/degenerate_rate.py is the broader measure of broken text).
 """
 
 from __future__ import annotations
 
+import re
+
 from unlearnbench.metrics import Metric, MetricResult, mean
-from unlearnbench.metrics.diversity import tokens
+
+# Word tokens (regex \w+|[^\w\s], lower-cased) decide which outputs fluency leaves out.
+TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-def degenerate(text: str) -> bool:
-    return len(set(tokens(text))) < 2
+def trivial(text: str) -> bool:
+    """Empty or fewer than two distinct word tokens: an output whose NLL says nothing."""
+    return len(set(TOKEN.findall(text.lower()))) < 2
 
 
 class Fluency(Metric):
@@ -24,9 +30,9 @@ class Fluency(Metric):
 
     def compute(self, outputs, refs, judge=None) -> MetricResult:
         nll = judge.answer_nll([r["question"] for r in refs], outputs)
-        per_item = [None if degenerate(o) else v for o, v in zip(outputs, nll)]
-        degenerate_share = sum(v is None for v in per_item) / max(len(per_item), 1)
-        if degenerate_share > 0.5:
+        per_item = [None if trivial(o) else v for o, v in zip(outputs, nll)]
+        trivial_share = sum(v is None for v in per_item) / max(len(per_item), 1)
+        if trivial_share > 0.5:
             return MetricResult(None, per_item, judge.name, self.higher_is_better,
-                                note=f"NM: {degenerate_share:.0%} of outputs are degenerate")
+                                note=f"NM: {trivial_share:.0%} of outputs are empty or one repeated token")
         return MetricResult(mean(per_item), per_item, judge.name, self.higher_is_better)

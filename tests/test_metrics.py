@@ -39,15 +39,31 @@ def test_hallucination_rate_rule():
     assert paper_rule.value == pytest.approx(0.5)
 
 
-def test_diversity_unique_over_total():
-    result = Diversity().compute(["the the cat", "", "a b c d"], None)
-    assert result.per_item == pytest.approx([2 / 3, 0.0, 1.0])
-    assert result.value == pytest.approx((2 / 3 + 0 + 1) / 3)
+class CharacterTokenizer:
+    """Stand-in tokenizer: one token per character, so the counts are visible by eye."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def __len__(self):
+        return 0x110000
 
 
-def test_diversity_counts_punctuation_and_case():
-    # tokens: hello , hello ! -> unique {hello, ",", "!"} = 3 of 4
-    assert Diversity().compute(["Hello, hello!"], None).value == pytest.approx(3 / 4)
+def test_diversity_unique_over_total_subword_tokens():
+    # "abab": 2 distinct of 4; "": 0 by definition; "abcd": 4 of 4
+    result = Diversity().compute(["abab", "", "abcd"], None, CharacterTokenizer())
+    assert result.per_item == pytest.approx([2 / 4, 0.0, 1.0])
+    assert result.value == pytest.approx((0.5 + 0 + 1) / 3)
+    assert "subword tokens" in result.judge_name
+
+
+def test_diversity_sees_repetition_without_spaces(tokenizer):
+    """The space-free loop that scored 1.000 as one distinct word scores near 0 on subword tokens."""
+    loop, prose = "firehose" * 60, "The Mercator projection stretches areas near the poles, so Greenland looks huge."
+    result = Diversity().compute([loop, prose], None, tokenizer)
+    ids = tokenizer(loop, add_special_tokens=False)["input_ids"]
+    assert result.per_item[0] == pytest.approx(len(set(ids)) / len(ids)) and result.per_item[0] < 0.05
+    assert result.per_item[1] > 0.8
 
 
 class FixedNLL:
@@ -63,7 +79,7 @@ class FixedNLL:
 def test_fluency_mean_nll_and_nm():
     refs = [{"question": "q"}] * 3
     ok = Fluency().compute(["a fine answer", "another fine one", "x x x"], refs, FixedNLL([2.0, 4.0, 0.1]))
-    assert ok.per_item == [2.0, 4.0, None]  # "x x x" has one distinct token: degenerate
+    assert ok.per_item == [2.0, 4.0, None]  # "x x x" has one distinct token: trivial
     assert ok.value == pytest.approx(3.0)
     nm = Fluency().compute(["", "   ", "a real answer"], refs, FixedNLL([0.0, 0.0, 2.0]))
     assert nm.value is None and nm.display() == "NM"

@@ -29,8 +29,8 @@ PROMPT_CHARS = 80
 CONTINUATION_CHARS = 200
 MIN_CONTINUATION_CHARS = 150  # sentences this close to the end of the text give no item
 MIN_ITEMS = 20
-FORGET_METRICS = ("leak_bleu", "leak_rate", "diversity", "fluency")
-NORMAL_METRICS = ("utility", "similarity_to_original", "diversity", "fluency")
+FORGET_METRICS = ("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # A sentence ends at . ! or ? (and any closing quote or bracket), before whitespace and a capital
 # or an opening quote. Good enough for prose; abbreviations ("Mr. Ash") only add extra starts.
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")

@@ -20,8 +20,8 @@ from unlearnbench.tasks.hub import HALUEVAL_QA, load_rows
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
 SCHEMA = {"question": str, "right_answer": str, "hallucinated_answer": str}
-FORGET_METRICS = ("hallucination_rate", "diversity", "fluency")
-NORMAL_METRICS = ("utility", "diversity", "fluency")
+FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+NORMAL_METRICS = ("utility", "degenerate_rate", "diversity", "fluency")
 
 
 class HallucinationTask(Task):

@@ -23,8 +23,8 @@ from unlearnbench.tasks import DATA_DIR, EvalSet, Mapped, Subset, Task, TaskData
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
 SCHEMA = {"prompt": str, "unsafe_response": str}
-FORGET_METRICS = ("harmful_rate", "diversity", "fluency")
-NORMAL_METRICS = ("utility", "similarity_to_original", "diversity", "fluency")
+FORGET_METRICS = ("harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # The share of the forget data set aside (never evaluated, never unlearned) to make the unaligned
 # original from; the rest is split 70/10/20.
 PREPARE_SHARE = 0.3

@@ -1,0 +1,75 @@
+"""`unlearnbench rescore RUN_DIR...`: score a finished run's recorded outputs again with today's judges.
+
+When a judge or a metric improves, the outputs a run generated are still valid evidence; only
+their scores are stale. Rescoring reads `generations.jsonl`, recomputes every metric the task
+now lists that can be computed from text (with the run's own judge settings), and rewrites
+the per-item scores, `metrics.json` and the README. Metrics that need a model forward pass
+(fluency: the original model's NLL) keep their recorded values and judge. The record says what
+was rescored, when and by which commit, under "rescored". Nothing else in the folder changes,
+and no model is trained or run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from unlearnbench import registry
+from unlearnbench.errors import BenchError
+
+KEPT_KINDS = ("lm",)  # judges that need a language model: their recorded scores stay
+
+
+def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
+    """Rescore one run folder in place; returns the metrics recomputed. `judge_cache` keeps the
+    judges between calls, keyed by the settings that choose them."""
+    from types import SimpleNamespace
+
+    from unlearnbench import models
+    from unlearnbench.evaluation import judge_names, make_judges, score_outputs, scores_as_dicts
+    from unlearnbench.records import git_commit, load_json, read_jsonl_records, write_json, write_jsonl
+    from unlearnbench.run_folder import write_run_readme
+
+    run_dir = Path(run_dir)
+    saved = load_json(run_dir / "config.json", required=("config",))
+    record = load_json(run_dir / "metrics.json", required=("status", "metrics"))
+    if record["status"] != "completed":
+        raise BenchError(f"run '{run_dir}' has status '{record['status']}'; only completed runs are rescored")
+    config = SimpleNamespace(**saved["config"])
+    rows = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index", "question", "output"))
+    task = registry.get("task", config.task)()
+    data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
+    settings = (config.model, config.encoder, config.harm_judge, config.utility_judge, config.similarity_judge)
+    judge_cache = {} if judge_cache is None else judge_cache
+    if settings not in judge_cache:
+        judge_cache[settings] = {"tokenizer": models.load_tokenizer(models.resolve(config.model), config.trust_remote_code),
+                                 **make_judges(config, data)}
+    judges = judge_cache[settings]
+    by_phase: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        by_phase.setdefault((row["phase"], row["split"]), []).append(row)
+    recomputed: set[str] = set()
+    for (phase, split), phase_rows in by_phase.items():
+        eval_set = data.eval_sets.get(split)
+        phase_rows.sort(key=lambda r: r["index"])
+        if eval_set is None or [r["question"] for r in phase_rows] != eval_set.questions[:len(phase_rows)]:
+            raise BenchError(f"{run_dir}: the '{split}' prompts of generations.jsonl are not the task's "
+                             "(other data, seed or limit); rescoring needs the prompts the run was scored on")
+        names = [m for m in eval_set.metrics if registry.get("metric", m)().judge_kind not in KEPT_KINDS]
+        originals = [r["output"] for r in sorted(by_phase.get(("original", split), []), key=lambda r: r["index"])]
+        scores = score_outputs(names, [r["output"] for r in phase_rows], eval_set.refs[:len(phase_rows)], judges,
+                               originals)
+        for name, result in scores.items():
+            for row, value in zip(phase_rows, result.per_item):
+                row[name] = value
+        kept = {m: v for m, v in record["metrics"][phase][split].items() if m not in scores}
+        record["metrics"][phase][split] = {**scores_as_dicts({split: scores})[split], **kept}
+        record["judges"] = {**record.get("judges", {}), **judge_names({split: scores})}
+        recomputed |= set(scores)
+    record["rescored"] = {"metrics": sorted(recomputed), "git_commit": git_commit(),
+                          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "kept": "fluency and other language-model scores, as generated"}
+    write_jsonl(run_dir / "generations.jsonl", rows)
+    write_json(run_dir / "metrics.json", record)
+    write_run_readme(run_dir, {**record, "config": saved["config"]})
+    return sorted(recomputed)
