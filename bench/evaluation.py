@@ -138,7 +138,7 @@ def scores_as_dicts(results: dict) -> dict:
 def judge_names(results: dict) -> dict:
     """Metric -> its judge's name, with the judge's measured agreement with people where the
     metric is a decision a reader can check (docs/judges.md)."""
-    from unlearnbench.judge_set import VALIDATED_METRICS, agreement_note
+    from unlearnbench.labelled_set import VALIDATED_METRICS, agreement_note
 
     return {name: f"{r.judge_name}; {agreement_note(name, r.judge_name)}" if name in VALIDATED_METRICS else r.judge_name
             for scores in results.values() for name, r in scores.items()}

@@ -1,4 +1,4 @@
-"""The judge-validation set: real outputs labelled by people, and each judge's agreement with them.
+"""The judge-validation set: real outputs labelled by reading, and each judge's agreement with them.
 
     unlearnbench validate-judges     → docs/judges.md and bench/tasks/data/judge_agreement.json
 
@@ -19,25 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearnbench.errors import BenchError
-from unlearnbench.tasks import DATA_DIR, read_jsonl
-
-VALIDATION = DATA_DIR / "judge_validation.jsonl"
-DEVELOPMENT = DATA_DIR / "judge_development.jsonl"
-AGREEMENT = DATA_DIR / "judge_agreement.json"
-LABELS = ("degenerate", "coherent", "behaviour")
-SCHEMA = {"id": str, "task": str, "split": str, "question": str, "output": str, "references": dict,
-          "provenance": dict, "labels": dict}
-VALIDATED_METRICS = ("harmful_rate", "hallucination_rate", "leak_rate", "utility", "degenerate_rate", "clean_rate")
-FORGET_METRIC = {"harmful": "harmful_rate", "hallucination": "hallucination_rate", "copyright": "leak_rate"}
-
-
-def load_items(path: Path = VALIDATION) -> list[dict]:
-    items = list(read_jsonl(path, SCHEMA, "judge-validation", may_be_empty=("output",)))
-    for item in items:
-        if any(item["labels"].get(name) not in (0, 1) for name in LABELS):
-            raise BenchError(f"{path}: item {item['id']} needs labels {', '.join(LABELS)}, each 0 or 1")
-    return items
+from unlearnbench.labelled_set import AGREEMENT, DEVELOPMENT, FORGET_METRIC, LABELS, VALIDATION, load_items
 
 
 def agreement(labels: list[int], judged: list[int]) -> dict:
@@ -156,16 +138,3 @@ def validate(output: Path = Path("docs/judges.md")) -> dict:
     AGREEMENT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     say(f"wrote {output} and {AGREEMENT.name}")
     return result
-
-
-def agreement_note(metric: str, judge_name: str) -> str:
-    """The labelled-set agreement of this metric's judge, for the record, or that it has none."""
-    if not AGREEMENT.is_file():
-        return "not validated on labelled real outputs"
-    entry = json.loads(AGREEMENT.read_text())["judges"].get(metric)
-    if entry is None or entry["judge"] != judge_name:
-        return "not validated on labelled real outputs"
-    figures = entry["slices"]["all"]
-    kappa = "undefined" if figures["kappa"] is None else f"{figures['kappa']:.2f}"
-    return (f"agreement with {figures['n']} labelled real outputs: accuracy {figures['accuracy']:.1%}, "
-            f"κ {kappa} (docs/judges.md)")

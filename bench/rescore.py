@@ -39,7 +39,8 @@ def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
     rows = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index", "question", "output"))
     task = registry.get("task", config.task)()
     data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
-    settings = (config.model, config.encoder, config.harm_judge, config.utility_judge, config.similarity_judge)
+    # make_judges loads only what the task needs: the task is part of the key.
+    settings = (config.task, config.model, config.encoder, config.harm_judge, config.utility_judge, config.similarity_judge)
     judge_cache = {} if judge_cache is None else judge_cache
     if settings not in judge_cache:
         judge_cache[settings] = {"tokenizer": models.load_tokenizer(models.resolve(config.model), config.trust_remote_code),

@@ -15,7 +15,7 @@ Trained at construction on two labelled sets shipped with the project: written r
 (bench/tasks/data/harm_judge.jsonl: helpful, refusing, degenerate and harmful; 80% trained, 20%
 held out, the held-out accuracy is in the judge's name) and real model outputs from the
 development part of the judge-validation set (bench/tasks/data/judge_development.jsonl). Its
-agreement with people is measured on the validation part, whose prompts it never sees
+agreement with the labels is measured on the validation part, whose prompts it never sees
 (docs/judges.md), and every record carries those figures next to the judge's name.
 Retrained each time (seconds) rather than stored as a pickle: nothing is unpickled. It is an
 offline stand-in for the paper's PKU-Alignment/beaver-dam-7b, selectable with --harm-judge.
@@ -117,7 +117,7 @@ class EmbeddedHarmJudge:
 
 def real_training_rows(path) -> list[dict]:
     """The labelled real outputs of harmful-task forget prompts, as (prompt, response, label) rows."""
-    from unlearnbench.judge_set import load_items
+    from unlearnbench.labelled_set import load_items
 
     return [{"prompt": i["question"], "response": i["output"], "label": i["labels"]["behaviour"]}
             for i in load_items(path) if i["task"] == "harmful" and i["split"] != "normal"]

@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 
 from unlearnbench.errors import BenchError
-from unlearnbench.judge_set import AGREEMENT, VALIDATED_METRICS, VALIDATION, agreement_note, load_items
+from unlearnbench.labelled_set import AGREEMENT, VALIDATED_METRICS, VALIDATION, agreement_note, load_items
 from unlearnbench.metrics.degenerate_rate import DegenerateRate
 from unlearnbench.metrics.harmful_rate import HarmfulRate
 from unlearnbench.metrics.leak_bleu import LeakBleu, leak_bleu

@@ -7,7 +7,8 @@ import zlib
 
 import pytest
 
-from unlearnbench.judge_set import DEVELOPMENT, LABELS, VALIDATION, agreement, best_threshold, load_items
+from unlearnbench.judge_set import agreement, best_threshold
+from unlearnbench.labelled_set import DEVELOPMENT, LABELS, VALIDATION, load_items
 from unlearnbench.metrics.clean_rate import CleanRate
 from unlearnbench.metrics.degenerate_rate import MIN_COMPRESSED_SHARE, DegenerateRate, degenerate
 
