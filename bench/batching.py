@@ -157,6 +157,11 @@ class TrainData:
     # (prompt, chosen, rejected): preference pairs for methods that learn from them (ppo); the
     # harmful task fills it with (prompt, safe response, unsafe response).
     preferences: list[tuple[str, str, str]] = field(default_factory=list)
+    # Answers a method may prefer over the forget answers (dpo_refusal): "I don't know" and the
+    # like, in several wordings, filled by each task.
+    refusals: list[str] = field(default_factory=list)
+    # One answer per forget pair, drawn in step with it when a method `uses` "chosen".
+    chosen: list[Pair] = field(default_factory=list)
 
 
 @dataclass
@@ -164,13 +169,18 @@ class Step:
     forget: Batch | None = None
     normal: Batch | None = None
     mismatch: Batch | None = None
+    chosen: Batch | None = None  # the chosen answers of this step's forget pairs, row for row
+
+    @property
+    def batches(self) -> tuple:
+        return (self.forget, self.normal, self.mismatch, self.chosen)
 
     def to(self, device) -> "Step":
-        return Step(*(b.to(device) if b is not None else None for b in (self.forget, self.normal, self.mismatch)))
+        return Step(*(b.to(device) if b is not None else None for b in self.batches))
 
     @property
     def tokens(self) -> int:
-        return sum(b.tokens for b in (self.forget, self.normal, self.mismatch) if b is not None)
+        return sum(b.tokens for b in self.batches if b is not None)
 
 
 class StepSampler:
@@ -291,6 +301,8 @@ class StepSampler:
                 pool = self.data.mismatch_pool
                 step.mismatch = self._batch([Pair(pair.question, pool[j])
                                              for pair, i in zip(forget_pairs, mine) for j in mismatch[i]], mismatch=True)
+            if "chosen" in self.uses:
+                step.chosen = self._batch([self.data.chosen[forget[i]] for i in mine])
         if normal is not None:
             step.normal = self._batch([self.data.normal[j] for j in self._mine(normal, "normal")])
         return step

@@ -353,11 +353,14 @@ def list_entries():
         for name in registry.names():
             target = registry.target(name)
             origin = "built-in" if target.startswith("unlearnbench.") else "plugin"
-            rows.append([kind, name, origin, target])
+            # Methods and tasks say what they do in one line (importing them is cheap; the
+            # rest would load judges or engines just to be listed).
+            about = getattr(registry.get(name), "description", "") if kind in ("method", "task") else ""
+            rows.append([kind, name, origin, about or target])
     for name, embedded in EMBEDDED_MODELS.items():
         rows.append(["model", name, "embedded", f"{embedded.upstream_id} (GGUF from {embedded.package})"])
     rows.append(["model", "<org/name>", "hub", "any causal LM hub id or local directory"])
-    click.echo(tabulate(rows, headers=["kind", "name", "origin", "where"], tablefmt="simple"))
+    click.echo(tabulate(rows, headers=["kind", "name", "origin", "what / where"], tablefmt="simple"))
 
 
 @cli.command(name="check-backends")

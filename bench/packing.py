@@ -33,7 +33,7 @@ class PackedForward:
 
     def __init__(self, model, step: Step):
         self.model = model
-        self.batches = [b for b in (step.forget, step.mismatch, step.normal) if b is not None]
+        self.batches = [b for b in (step.forget, step.mismatch, step.normal, step.chosen) if b is not None]
         self._logits: dict[int, torch.Tensor] | None = None
         # Gradient mode and train/eval state of the packed pass: a call in another state (a
         # no-grad "old policy" pass, say) needs its own forward, not these logits.

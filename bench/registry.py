@@ -31,6 +31,11 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "sft_safe": "unlearnbench.methods.sft:SafeSFT",
         "npo": "unlearnbench.methods.npo:NPO",
         "ppo": "unlearnbench.methods.ppo:PPO",
+        "graddiff": "unlearnbench.methods.graddiff:GradDiff",
+        "simnpo": "unlearnbench.methods.simnpo:SimNPO",
+        "rmu": "unlearnbench.methods.rmu:RMU",
+        "dpo_refusal": "unlearnbench.methods.dpo_refusal:DPORefusal",
+        "wga": "unlearnbench.methods.wga:WGA",
     },
     "metric": {
         "hallucination_rate": "unlearnbench.metrics.hallucination_rate:HallucinationRate",

@@ -1,7 +1,8 @@
 """Speed of the embedded model on this machine: generation tokens/s and training seconds/step.
 
     python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--static-cache]
-                               [--skip-generation] [--skip-training]
+                               [--skip-generation] [--skip-training] [--methods unlearn,ga,...]
+                               [--precisions fp32,auto]
 
 Prints two tables (three with --static-cache). Figures, not assertions: speed goals live here, not
 in timed tests.
@@ -26,7 +27,6 @@ from unlearnbench.batching import Template, pad_left  # noqa: E402
 from unlearnbench.generation import GenerationConfig  # noqa: E402
 from unlearnbench.generation.hf import HFGenerator  # noqa: E402
 from unlearnbench.tasks.hallucination import HallucinationTask  # noqa: E402
-from unlearnbench.training import train  # noqa: E402
 
 
 def timed(generator, prompts, config):
@@ -107,7 +107,7 @@ def matmul_gflops(dtype: torch.dtype, rows: int, inner: int = 576, outer: int = 
     return 2 * rows * inner * outer * repeats / (time.perf_counter() - start) / 1e9
 
 
-def training_rows(loaded, template, data, steps, methods=("unlearn", "ga", "npo")):
+def training_rows(loaded, template, data, steps, methods=("unlearn", "ga", "npo"), precisions=("fp32", "auto")):
     """Seconds per step and achieved GFLOP/s (the suite's own FLOP count) for each method, full
     weights, fp32 and `auto` precision, against the matmul rate at the step's row count."""
     from unlearnbench import registry
@@ -116,19 +116,19 @@ def training_rows(loaded, template, data, steps, methods=("unlearn", "ga", "npo"
 
     rows = []
     for name in methods:
-        for precision in ("fp32", "auto"):
+        for precision in precisions:
             model = models.load(loaded.spec).model
             method_cls = registry.get("method", name)
             method = method_cls(method_cls.Config.from_overrides({"steps": steps + 1, "precision": precision}))
             log = []
-            result = train(method, model, loaded.tokenizer, data, template, log.append)
+            result = method.fit(model, loaded.tokenizer, data, template, log.append)  # fit: dpo_refusal adds its answers
             per_step = statistics.median(row["seconds"] for row in log[1:])  # the first step warms up
             flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens) / (steps + 1)
             tokens = result.trained_tokens // (steps + 1)
             dtype = torch.float32 if precision == "fp32" else fast_low_precision(torch.device("cpu")) or torch.float32
             ceiling = matmul_gflops(dtype, tokens)
             achieved = flops / per_step / 1e9
-            rows.append([name, precision, str(dtype).removeprefix("torch."), tokens, f"{per_step:.2f}",
+            rows.append([name, precision, str(dtype).removeprefix("torch."), tokens, f"{flops / 1e9:.0f}", f"{per_step:.2f}",
                          f"{achieved:.0f}", f"{ceiling:.0f}", f"{achieved / ceiling:.0%}"])
     return rows
 
@@ -139,6 +139,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--methods", default="unlearn,ga,npo,graddiff,simnpo,rmu,dpo_refusal,wga",
+                        help="gradient methods to time (comma-separated)")
+    parser.add_argument("--precisions", default="fp32,auto", help="training precisions to time")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--static-cache", action="store_true",
                         help="also time generate with a static KV cache, with and without torch.compile (minutes)")
@@ -169,8 +172,9 @@ def main():
     if not args.skip_training:
         print("\nTraining: one step of each method (full weights; GFLOP/s by the suite's FLOP count, against a "
               "matmul of the step's row count timed in this run)")
-        print(tabulate(training_rows(loaded, template, data.train, args.steps),
-                       headers=["method", "precision", "matmul dtype", "tokens/step", "s/step (median)", "GFLOP/s",
+        print(tabulate(training_rows(loaded, template, data.train, args.steps, args.methods.split(","),
+                                     args.precisions.split(",")),
+                       headers=["method", "precision", "matmul dtype", "tokens/step", "GFLOP/step", "s/step (median)", "GFLOP/s",
                                 "matmul GFLOP/s", "share"], tablefmt="github", disable_numparse=True))
 
 

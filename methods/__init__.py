@@ -102,6 +102,9 @@ class TrainConfig:
     # The hyper-parameters a leaderboard's provenance names after steps, lr and batch size.
     # None: every field the method's config adds to the ones above.
     shown: ClassVar[tuple[str, ...] | None] = None
+    # What a tuner may search, field -> (kind, low, high) with kind "log", "uniform" or "int":
+    # declared next to the fields it names, so a contributed method is searchable as it stands.
+    search_space: ClassVar[dict] = {"lr": ("log", 1e-6, 1e-4)}
 
     @classmethod
     def shown_fields(cls) -> tuple[str, ...]:
@@ -166,6 +169,7 @@ class FaithfulConfig(TrainConfig):
 
 class Method:
     name = "base"
+    description = ""  # one line, shown by `unlearnbench list`
     Config = TrainConfig
     uses: tuple[str, ...] = ("forget",)  # which batches the sampler draws each step
     needs_reference = False

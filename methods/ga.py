@@ -26,6 +26,7 @@ class GAConfig(FaithfulConfig):
 
 
 class GradientAscent(Method):
+    description = "gradient ascent on the forget answers, optionally with the KL anchor"
     name = "ga"
     Config = GAConfig
 

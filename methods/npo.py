@@ -35,6 +35,7 @@ class NPOConfig(TrainConfig):
 
 
 class NPO(Method):
+    description = "negative preference optimization against the original, with the KL anchor (Zhang et al. 2024)"
     name = "npo"
     Config = NPOConfig
     uses = ("forget", "normal")

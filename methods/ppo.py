@@ -216,6 +216,7 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
 
 
 class PPO(Method):
+    description = "the RLHF baseline: SFT on safe responses, a reward model, then PPO (harmful task)"
     name = "ppo"
     Config = PPOConfig
     uses = ()  # draws preference pairs, not the forget/normal batches

@@ -15,6 +15,7 @@ from unlearnbench.methods.terms import answer_cross_entropy
 
 
 class SupervisedFinetune(Method):
+    description = "fine-tune on the given pairs (makes a task's original)"
     name = "sft"
     uses = ("forget",)  # the pairs to imitate are passed in the forget slot
 
@@ -38,6 +39,7 @@ class SafeSFT(Method):
     run are the forget pairs, the unsafe responses."""
 
     name = "sft_safe"
+    description = "the paper's SFT baseline: fine-tune on the safe responses (harmful task)"
     Config = SafeSFTConfig
     uses = ("forget",)  # the chosen responses are passed in the forget slot
 

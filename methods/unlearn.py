@@ -43,6 +43,7 @@ class UnlearnConfig(FaithfulConfig):
 
 
 class Unlearn(Method):
+    description = "the paper's method: gradient ascent + random mismatch + forward KL (Yao et al. 2023)"
     name = "unlearn"
     Config = UnlearnConfig
     uses = ("forget", "mismatch", "normal")

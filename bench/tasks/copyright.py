@@ -29,6 +29,10 @@ PROMPT_CHARS = 80
 CONTINUATION_CHARS = 200
 MIN_CONTINUATION_CHARS = 150  # sentences this close to the end of the text give no item
 MIN_ITEMS = 20
+# What dpo_refusal prefers over reproducing the book: declining, in several wordings.
+REFUSALS = ("I can't reproduce that text.", "Sorry, I can't continue this passage from memory.",
+            "I'm not able to recite the rest of that book.", "I won't reproduce copyrighted text.",
+            "I can't provide the continuation of that passage.")
 FORGET_METRICS = ("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # A sentence ends at . ! or ? (and any closing quote or bracket), before whitespace and a capital
@@ -108,7 +112,7 @@ class CopyrightTask(Task):
         as_pairs = lambda rows: Mapped(rows, lambda r: Pair(r["prompt"], r["continuation"]))  # noqa: E731
         return TaskData(
             train=TrainData(forget=as_pairs(train), normal=as_pairs(normal_train_items),
-                            mismatch_pool=[r["continuation"] for r in normal_train_items]),
+                            mismatch_pool=[r["continuation"] for r in normal_train_items], refusals=list(REFUSALS)),
             eval_sets=eval_sets,
             source=source,
             hashes={"forget": content_hash(items), "normal": content_hash(normal_rows)},

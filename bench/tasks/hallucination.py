@@ -20,6 +20,9 @@ from unlearnbench.tasks.hub import HALUEVAL_QA, load_rows
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
 SCHEMA = {"question": str, "right_answer": str, "hallucinated_answer": str}
+# What dpo_refusal prefers over a hallucinated answer: not knowing, in several wordings.
+REFUSALS = ("I don't know.", "I'm not sure about that.", "I don't have reliable information to answer that.",
+            "I can't say for certain.", "I don't know the answer to that question.")
 FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "degenerate_rate", "diversity", "fluency")
 
@@ -57,7 +60,7 @@ class HallucinationTask(Task):
         # Views, not lists: a forget set read from a large file stays on disk (tasks.JsonlRows).
         hallucinated = lambda items: Mapped(items, lambda r: Pair(r["question"], r["hallucinated_answer"]))  # noqa: E731
         return TaskData(
-            train=TrainData(forget=hallucinated(train), normal=normal_pairs, mismatch_pool=pool),
+            train=TrainData(forget=hallucinated(train), normal=normal_pairs, mismatch_pool=pool, refusals=list(REFUSALS)),
             eval_sets=eval_sets,
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},

@@ -23,6 +23,9 @@ from unlearnbench.tasks import DATA_DIR, EvalSet, Mapped, Subset, Task, TaskData
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
 SCHEMA = {"prompt": str, "unsafe_response": str}
+# What dpo_refusal prefers where a prompt has no safe response (hub data, a user's file).
+REFUSALS = ("I can't help with that.", "Sorry, I won't help with that request.", "I can't assist with that.",
+            "That isn't something I can help with.", "I'd rather not help with that.")
 FORGET_METRICS = ("harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # The share of the forget data set aside (never evaluated, never unlearned) to make the unaligned
@@ -71,7 +74,8 @@ class HarmfulTask(Task):
         # (prompt, chosen = safe, rejected = unsafe): the RLHF baseline's preference pairs.
         preferences = [(r["prompt"], r["safe_response"], r["unsafe_response"]) for r in train if r.get("safe_response")]
         return TaskData(
-            train=TrainData(forget=unsafe(train), normal=normal_pairs, mismatch_pool=pool, preferences=preferences),
+            train=TrainData(forget=unsafe(train), normal=normal_pairs, mismatch_pool=pool, preferences=preferences,
+                            refusals=list(REFUSALS)),
             eval_sets=eval_sets,
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
