@@ -105,6 +105,9 @@ def cli():
 @click.option("--checkpoint-every", type=int, default=50, show_default=True,
               help="save the training state every N steps (0: only at the end) so that --resume can continue")
 @click.option("--keep-checkpoint", is_flag=True, help="keep the final training state after the run completes")
+@click.option("--eval-every", type=int, default=0, show_default=True,
+              help="score the forget and utility metrics on the validation split every K steps (eval_log.jsonl)")
+@click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="continue an interrupted or failed run from its folder, with its recorded options")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
@@ -112,7 +115,8 @@ def cli():
 @click.pass_context
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
-        checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds):
+        checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds, eval_every,
+        eval_limit):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -146,7 +150,7 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                        backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
                        harm_judge=harm_judge, similarity_judge=similarity_judge,
-                       keep_checkpoint=keep_checkpoint)
+                       keep_checkpoint=keep_checkpoint, eval_every=eval_every, eval_limit=eval_limit)
     if seeds is not None:
         _run_seeds_and_report(config, seeds)
     else:

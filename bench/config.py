@@ -33,6 +33,8 @@ class RunConfig:
     trust_remote_code: bool = False
     checkpoint_every: int = 50  # training steps between checkpoints (0: only the final one)
     keep_checkpoint: bool = False  # keep the final training state once the run completes
+    eval_every: int = 0  # score the validation slice every K training steps (0: never)
+    eval_limit: int = 32  # prompts per validation set scored along training
 
 
 def resolve_config(config: RunConfig):
@@ -51,6 +53,10 @@ def resolve_config(config: RunConfig):
         raise BenchError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
     if config.checkpoint_every < 0:
         raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
+    if config.eval_every < 0 or config.eval_limit < 1:
+        raise BenchError(f"--eval-every must be >= 0 and --eval-limit >= 1, got {config.eval_every} and {config.eval_limit}")
+    if config.eval_every and not method.monitors_training:
+        raise BenchError(f"--eval-every is not available for {config.method} yet: its training loop is its own")
     if config.original not in ("auto", "base", "prepared"):
         raise BenchError(f"--original must be auto, base or prepared, got {config.original!r}")
     if config.template == "auto":

@@ -6,6 +6,8 @@ same prompts with the same generator settings and judges.
 
 from __future__ import annotations
 
+import time
+
 from unlearnbench import registry
 from unlearnbench.compute import forward_flops
 from unlearnbench.errors import BenchError
@@ -142,3 +144,52 @@ def judge_names(results: dict) -> dict:
 
     return {name: f"{r.judge_name}; {agreement_note(name, r.judge_name)}" if name in VALIDATED_METRICS else r.judge_name
             for scores in results.values() for name, r in scores.items()}
+
+
+class ValidationMonitor:
+    """Evaluation along training (`--eval-every K`): every K steps, and before the first and after
+    the last, generate for the first `limit` prompts of each validation set and score them.
+
+    One row per evaluation goes to eval_log.jsonl: the step, the training FLOPs so far (the
+    suite's count), the training wall seconds so far (without the time spent here), and every
+    metric as "<set>/<metric>". Only validation prompts are used: the test sets decide nothing.
+    """
+
+    def __init__(self, evaluator: Evaluator, validation_sets: dict, every: int, limit: int, steps: int,
+                 parameters: int, lora: bool, path):
+        from unlearnbench.tasks import EvalSet
+
+        self.evaluator, self.every, self.steps, self.path = evaluator, every, steps, path
+        self.sets = {name: EvalSet(name, s.refs[:limit], s.metrics) for name, s in validation_sets.items()}
+        self.parameters, self.lora = parameters, lora
+        self.seconds = self.cpu_seconds = self.flops = 0.0
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, step: int, model, trained_tokens: int, reference_tokens: int) -> None:
+        import json
+
+        from unlearnbench.compute import training_flops
+
+        if step % self.every and step != self.steps:
+            return
+        began, began_cpu = time.perf_counter(), time.process_time()
+        was_training = model.training
+        generator = self.evaluator.generator(model)
+        row = {"step": step, "train_flops": training_flops(self.parameters, trained_tokens, reference_tokens, self.lora),
+               "train_seconds": round(began - self.started - self.seconds, 3)}
+        judges = {"tokenizer": self.evaluator.template.tokenizer, **self.evaluator.judges}
+        for name, eval_set in self.sets.items():
+            prompts = [self.evaluator.template.prompt(q) for q in eval_set.questions]
+            outputs = generator.generate(prompts, self.evaluator.generation, desc=f"step {step}: scoring {name}")
+            counts = getattr(generator, "last_counts", {})
+            tokens = counts.get("prompt_tokens", 0) + counts.get("generated_tokens", 0)
+            self.tokens, self.flops = self.tokens + tokens, self.flops + forward_flops(self.parameters, tokens)
+            scores = score_outputs(eval_set.metrics, outputs, eval_set.refs, judges)
+            row.update({f"{name}/{metric}": result.value for metric, result in scores.items()})
+        del generator
+        model.train(was_training)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.seconds += time.perf_counter() - began
+        self.cpu_seconds += time.process_time() - began_cpu

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from unlearnbench import models, registry
-from unlearnbench.compute import measure, training_flops
+from unlearnbench.compute import PhaseCompute, measure, training_flops
 from unlearnbench.config import RunConfig, resolve_config
 from unlearnbench.errors import BenchError
 from unlearnbench.evaluation import Evaluator, GenerationCounter, judge_names, make_judges, scores_as_dicts
@@ -50,7 +50,7 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         loaded, template, evaluator = pipeline.load_model(config.model, data)
         original = pipeline.choose_original(data, loaded, template, evaluator, state)
         judge_model = pipeline.evaluate_original(original, loaded, template, evaluator)
-        result = pipeline.fit(original, loaded, data, template, judge_model, state)
+        result = pipeline.fit(original, loaded, data, template, evaluator, judge_model, state)
         if state.is_main_process:
             pipeline.evaluate("unlearned", result.model, evaluator, loaded.num_parameters)
             pipeline.complete()
@@ -251,7 +251,7 @@ class Pipeline:
             self.save()
         return on_split
 
-    def fit(self, original, loaded, data, template, judge_model, state):
+    def fit(self, original, loaded, data, template, evaluator, judge_model, state):
         """Train from the original, checkpointing as configured; a resumed run continues its checkpoint."""
         from unlearnbench.training import Checkpointing
 
@@ -270,10 +270,12 @@ class Pipeline:
         checkpointing.on_save = on_checkpoint
         state.wait_for_everyone()
         stages: dict = {}
+        monitor = self.validation_monitor(data, evaluator, loaded, checkpointing)
         with measure(record.compute, "train") as phase:
             try:
                 result = method.fit(original, loaded.tokenizer, data.train, template, self.train_log.append,
-                                    frozen_original=judge_model, checkpointing=checkpointing, stage_compute=stages)
+                                    frozen_original=judge_model, checkpointing=checkpointing, stage_compute=stages,
+                                    monitor=monitor)
             finally:
                 # A multi-stage method (ppo) measures each stage itself ("train:sft", ...), kept
                 # even when a later stage fails; they are parts of "train", not added to the total.
@@ -282,7 +284,32 @@ class Pipeline:
             phase.tokens = result.trained_tokens + result.reference_tokens
             phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
                                          lora=method.config.lora)
+        if monitor is not None:  # its time is evaluation, not training
+            train = record.compute["train"]
+            train.wall_seconds -= monitor.seconds
+            train.cpu_seconds -= monitor.cpu_seconds
+            record.compute["eval_along_training"] = PhaseCompute(wall_seconds=monitor.seconds, cpu_seconds=monitor.cpu_seconds,
+                                                                 tokens=monitor.tokens, flops=monitor.flops)
         record.train = {**(record.train or {}), "steps": result.steps, "trainable_parameters": result.trainable_parameters,
                         **result.record}
         self.save()
         return result
+
+    def validation_monitor(self, data, evaluator, loaded, checkpointing):
+        """The evaluation along training of --eval-every, or None. A resumed run keeps the rows up
+        to its checkpoint and continues the log."""
+        import json
+
+        from unlearnbench.evaluation import ValidationMonitor
+
+        config = self.config
+        if not config.eval_every or not self.main:
+            return None
+        path = self.run_dir / "eval_log.jsonl"
+        done = checkpointing.saved_step() if self.resuming else 0
+        kept = [line for line in (path.read_text().splitlines() if path.is_file() else [])
+                if line.strip() and json.loads(line)["step"] <= done]
+        path.write_text("".join(line + "\n" for line in kept))
+        self.record.files = {**(self.record.files or {}), "eval_log": "eval_log.jsonl"}
+        return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
+                                 self.method.config.steps, loaded.num_parameters, self.method.config.lora, path)

@@ -240,10 +240,13 @@ def make_schedule(optimizer, config):
 
 
 def train(method, model, tokenizer, data: TrainData, template: Template, log, accelerator=None, desc=None,
-          frozen_original=None, checkpointing: Checkpointing | None = None) -> TrainResult:
+          frozen_original=None, checkpointing: Checkpointing | None = None, monitor=None) -> TrainResult:
     """Run `method.config.steps` optimizer steps of `method.loss`; `log(row)` receives each step's terms.
 
     `frozen_original`: an existing frozen copy of `model` that may serve as the reference θo.
+    `monitor(step, model, trained_tokens, reference_tokens)`: called before the first step (step
+    0) and after every step with the unwrapped model and the tokens so far (evaluation along
+    training); it decides itself when to act, and must leave the model as it found it.
     `checkpointing`: save the training state every N steps and at the end; with `resume`, continue
     from the saved step (the log then receives only the steps after it).
 
@@ -306,6 +309,9 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         first_step = done + 1
     autocast = autocast_for(config.precision, accelerator.device)
     trained_tokens = 0
+    reference_tokens = lambda: reference.tokens if reference is not None else 0  # noqa: E731
+    if monitor is not None and first_step == 1:
+        monitor(0, accelerator.unwrap_model(model), 0, 0)
     progress = bar(range(first_step, config.steps + 1), desc=desc or f"training {method.name}", unit="step",
                    initial=first_step - 1, total=config.steps)
     for step_index in progress:
@@ -324,12 +330,14 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         row["seconds"] = round(time.perf_counter() - started, 4)
         log(row)
         progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+        if monitor is not None:
+            monitor(step_index, accelerator.unwrap_model(model), trained_tokens, reference_tokens())
         if checkpointing is not None and (
             step_index == config.steps or (checkpointing.every and step_index % checkpointing.every == 0)
         ):
             checkpointing.save(accelerator, step_index)
 
-    reference_tokens = reference.tokens if reference is not None else 0
+    reference_tokens = reference_tokens()
     if accelerator.num_processes > 1:
         counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")
         trained_tokens, reference_tokens = (int(c) for c in counts.tolist())

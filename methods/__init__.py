@@ -170,6 +170,7 @@ class FaithfulConfig(TrainConfig):
 class Method:
     name = "base"
     description = ""  # one line, shown by `unlearnbench list`
+    monitors_training = True  # fit calls `monitor` along training (--eval-every)
     Config = TrainConfig
     uses: tuple[str, ...] = ("forget",)  # which batches the sampler draws each step
     needs_reference = False
@@ -195,11 +196,12 @@ class Method:
         asks before it writes anything, so a refusal leaves the run folder as it was."""
 
     def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
-            stage_compute: dict | None = None):
+            stage_compute: dict | None = None, monitor=None):
         """Train `model` and return a TrainResult. A method whose training has stages measures each
         into `stage_compute` (bench/compute.py `measure`), which the caller keeps even if a later
-        stage fails; a gradient method needs neither and uses the shared loop."""
+        stage fails; a gradient method needs neither and uses the shared loop. `monitor` is the
+        evaluation along training (training.train)."""
         from unlearnbench.training import train
 
         return train(self, model, tokenizer, data, template, log, accelerator=accelerator,
-                     frozen_original=frozen_original, checkpointing=checkpointing)
+                     frozen_original=frozen_original, checkpointing=checkpointing, monitor=monitor)

@@ -216,6 +216,7 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
 
 
 class PPO(Method):
+    monitors_training = False  # its own three-stage loop does not call an evaluation monitor yet
     description = "the RLHF baseline: SFT on safe responses, a reward model, then PPO (harmful task)"
     name = "ppo"
     Config = PPOConfig
@@ -234,7 +235,7 @@ class PPO(Method):
                          "checkpointed; start a new run")
 
     def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
-            stage_compute: dict | None = None):
+            stage_compute: dict | None = None, monitor=None):
         from unlearnbench.methods.sft import SupervisedFinetune
 
         if checkpointing is not None and checkpointing.resume:

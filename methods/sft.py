@@ -53,9 +53,9 @@ class SafeSFT(Method):
         return {"total": ce, "ce": ce}
 
     def fit(self, model, tokenizer, data, template, log, accelerator=None, frozen_original=None, checkpointing=None,
-            stage_compute=None):
+            stage_compute=None, monitor=None):
         self.check_data(data)
         chosen = TrainData(forget=[Pair(prompt, good) for prompt, good, _ in data.preferences], normal=[],
                            mismatch_pool=[])
         return super().fit(model, tokenizer, chosen, template, log, accelerator=accelerator,
-                           frozen_original=frozen_original, checkpointing=checkpointing)
+                           frozen_original=frozen_original, checkpointing=checkpointing, monitor=monitor)

@@ -42,6 +42,9 @@ class TaskData:
     hashes: dict[str, str]
     counts: dict[str, int]
     prepare_pairs: list[Pair] = field(default_factory=list)
+    # The validation splits (the paper's 10%), for choosing during training: `forget_val` and
+    # `normal_val`. Never a prompt of `eval_sets`, which report the result.
+    validation_sets: dict[str, EvalSet] = field(default_factory=dict)
     preferences: list[tuple[str, str, str]] = field(default_factory=list)  # (prompt, chosen, rejected)
 
 

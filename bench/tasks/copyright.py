@@ -33,6 +33,9 @@ MIN_ITEMS = 20
 REFUSALS = ("I can't reproduce that text.", "Sorry, I can't continue this passage from memory.",
             "I'm not able to recite the rest of that book.", "I won't reproduce copyrighted text.",
             "I can't provide the continuation of that passage.")
+# Validation during training: the forget judgement and utility, without the original's fluency.
+VALIDATION_FORGET_METRICS = ("leak_rate", "degenerate_rate", "clean_rate")
+VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
 FORGET_METRICS = ("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # A sentence ends at . ! or ? (and any closing quote or bracket), before whitespace and a capital
@@ -94,8 +97,8 @@ class CopyrightTask(Task):
             passages = [r["text"] for r in read_jsonl(DATA_DIR / "book_normal.jsonl", {"text": str}, "embedded book text")]
         normal_rows = [{"passage": p} for p in passages]
 
-        train, _, test = split_70_10_20(items, seed)
-        normal_train, _, normal_test = split_70_10_20(normal_rows, seed)
+        train, val, test = split_70_10_20(items, seed)
+        normal_train, normal_val, normal_test = split_70_10_20(normal_rows, seed)
         normal_items = lambda rows: [item for r in rows for item in sentence_items(r["passage"])]  # noqa: E731
         normal_train_items, normal_test_items = normal_items(normal_train), normal_items(normal_test)
         if not normal_train_items or not normal_test_items:
@@ -114,6 +117,11 @@ class CopyrightTask(Task):
             train=TrainData(forget=as_pairs(train), normal=as_pairs(normal_train_items),
                             mismatch_pool=[r["continuation"] for r in normal_train_items], refusals=list(REFUSALS)),
             eval_sets=eval_sets,
+            validation_sets={
+                "forget_val": EvalSet("forget_val", [dict(question=r["prompt"], continuation=r["continuation"])
+                                                     for r in val], VALIDATION_FORGET_METRICS),
+                "normal_val": EvalSet("normal_val", [dict(question=r["prompt"], correct_answers=[r["continuation"]])
+                                                     for r in normal_items(normal_val)], VALIDATION_NORMAL_METRICS)},
             source=source,
             hashes={"forget": content_hash(items), "normal": content_hash(normal_rows)},
             counts={"book_items": len(items), "forget_train": len(train), "forget_test": len(test),

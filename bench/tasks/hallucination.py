@@ -23,6 +23,9 @@ SCHEMA = {"question": str, "right_answer": str, "hallucinated_answer": str}
 # What dpo_refusal prefers over a hallucinated answer: not knowing, in several wordings.
 REFUSALS = ("I don't know.", "I'm not sure about that.", "I don't have reliable information to answer that.",
             "I can't say for certain.", "I don't know the answer to that question.")
+# Validation during training: the forget judgement and utility, without the original's fluency.
+VALIDATION_FORGET_METRICS = ('hallucination_rate', "degenerate_rate", "clean_rate")
+VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
 FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "degenerate_rate", "diversity", "fluency")
 
@@ -45,10 +48,10 @@ class HallucinationTask(Task):
             rows = read_jsonl(Path(source), SCHEMA, "hallucination data")
         normal_rows = load_normal_rows("hub" if source == "hub" else "embedded")
 
-        train, _, test = split_70_10_20(rows, seed)
+        train, val, test = split_70_10_20(rows, seed)
         if not train or not test:
             raise BenchError(f"the forget set has {len(rows)} items: too few to split 70/10/20 (need at least 5)")
-        normal_pairs, pool, normal_refs = split_normal(normal_rows, seed)
+        normal_pairs, pool, normal_refs, normal_val = split_normal(normal_rows, seed)
         limit = (lambda refs: refs[:eval_limit]) if eval_limit else (lambda refs: refs)  # noqa: E731
         forget_refs = lambda items: [dict(question=r["question"], right_answer=r["right_answer"],  # noqa: E731
                                           hallucinated_answer=r["hallucinated_answer"]) for r in items]
@@ -62,6 +65,8 @@ class HallucinationTask(Task):
         return TaskData(
             train=TrainData(forget=hallucinated(train), normal=normal_pairs, mismatch_pool=pool, refusals=list(REFUSALS)),
             eval_sets=eval_sets,
+            validation_sets={"forget_val": EvalSet("forget_val", forget_refs(val), VALIDATION_FORGET_METRICS),
+                             "normal_val": EvalSet("normal_val", normal_val, VALIDATION_NORMAL_METRICS)},
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
             counts={"forget_train": len(train), "forget_test": len(test), "normal_train": len(normal_pairs),

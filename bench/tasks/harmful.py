@@ -26,6 +26,9 @@ SCHEMA = {"prompt": str, "unsafe_response": str}
 # What dpo_refusal prefers where a prompt has no safe response (hub data, a user's file).
 REFUSALS = ("I can't help with that.", "Sorry, I won't help with that request.", "I can't assist with that.",
             "That isn't something I can help with.", "I'd rather not help with that.")
+# Validation during training: the forget judgement and utility, without the original's fluency.
+VALIDATION_FORGET_METRICS = ('harmful_rate', "degenerate_rate", "clean_rate")
+VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
 FORGET_METRICS = ("harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # The share of the forget data set aside (never evaluated, never unlearned) to make the unaligned
@@ -57,11 +60,11 @@ class HarmfulTask(Task):
         random.Random(seed).shuffle(order)
         n_prepare = int(len(rows) * PREPARE_SHARE)
         prepare, forget = Subset(rows, order[:n_prepare]), Subset(rows, order[n_prepare:])
-        train, _, test = split_70_10_20(forget, seed)
+        train, val, test = split_70_10_20(forget, seed)
         if not train or not test or not prepare:
             raise BenchError(f"the harmful set has {len(rows)} items: too few to set aside a prepare part and "
                              "split the rest 70/10/20 (need at least 8)")
-        normal_pairs, pool, normal_refs = split_normal(normal_rows, seed)
+        normal_pairs, pool, normal_refs, normal_val = split_normal(normal_rows, seed)
         limit = (lambda refs: refs[:eval_limit]) if eval_limit else (lambda refs: refs)  # noqa: E731
         forget_refs = lambda items: [dict(question=r["prompt"], unsafe_response=r["unsafe_response"],  # noqa: E731
                                           safe_response=r.get("safe_response")) for r in items]
@@ -77,6 +80,8 @@ class HarmfulTask(Task):
             train=TrainData(forget=unsafe(train), normal=normal_pairs, mismatch_pool=pool, preferences=preferences,
                             refusals=list(REFUSALS)),
             eval_sets=eval_sets,
+            validation_sets={"forget_val": EvalSet("forget_val", forget_refs(val), VALIDATION_FORGET_METRICS),
+                             "normal_val": EvalSet("normal_val", normal_val, VALIDATION_NORMAL_METRICS)},
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
             counts={"prepare": len(prepare), "forget_train": len(train), "forget_test": len(test),

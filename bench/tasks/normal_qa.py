@@ -20,8 +20,8 @@ def load_normal_rows(source: str) -> list[dict]:
 
 
 def split_normal(rows: list[dict], seed: int):
-    """-> (train pairs, mismatch pool, test refs). Only the train split feeds training."""
-    train, _, test = split_70_10_20(rows, seed)
+    """-> (train pairs, mismatch pool, test refs, validation refs). Only the train split feeds training."""
+    train, val, test = split_70_10_20(rows, seed)
     if not train or not test:
         raise BenchError(f"the normal set has {len(rows)} items: too few to split 70/10/20")
     pairs = [Pair(r["question"], r["best_answer"]) for r in train]
@@ -29,5 +29,6 @@ def split_normal(rows: list[dict], seed: int):
     # also drew from incorrect answers and from val/test rows (docs/paper.md §1.2); we keep test
     # references out of training.
     pool = sorted({a for r in train for a in [r["best_answer"], *r["correct_answers"]] if a.strip()})
-    refs = [{"question": r["question"], "correct_answers": [r["best_answer"], *r["correct_answers"]]} for r in test]
-    return pairs, pool, refs
+    as_refs = lambda items: [{"question": r["question"], "correct_answers": [r["best_answer"], *r["correct_answers"]]}  # noqa: E731
+                             for r in items]
+    return pairs, pool, as_refs(test), as_refs(val)

@@ -1,0 +1,46 @@
+"""`--eval-every K`: the validation split scored along training, into eval_log.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import assert_one_line_error, invoke
+
+from unlearnbench import registry
+
+
+def test_eval_every_logs_validation_scores_with_cumulative_flops(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--steps", "3",
+                          "--limit", "2", "--original", "base", "--max-new-tokens", "4", "--eval-every", "2",
+                          "--eval-limit", "3", "--output-dir", str(tmp_path), "--run-name", "along")
+    assert code == 0, err
+    run_dir = tmp_path / "along"
+    rows = [json.loads(line) for line in (run_dir / "eval_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 3]  # before training, every 2 steps, and the last step
+    flops = [r["train_flops"] for r in rows]
+    assert flops[0] == 0 and flops[0] < flops[1] < flops[2]
+    assert {"forget_val/hallucination_rate", "forget_val/clean_rate", "normal_val/utility"} <= set(rows[0])
+    record = json.loads((run_dir / "metrics.json").read_text())
+    # the suite's count: the curve ends at the run's training FLOPs
+    assert flops[-1] == record["compute"]["train"]["flops"]
+    assert record["compute"]["eval_along_training"]["wall_seconds"] > 0
+    assert record["files"]["eval_log"] == "eval_log.jsonl"
+
+
+def test_the_validation_sets_share_no_prompt_with_the_reported_sets():
+    for task in ("hallucination", "harmful", "copyright"):
+        data = registry.get("task", task)().load("embedded", 0)
+        reported = {q for s in data.eval_sets.values() for q in s.questions}
+        validation = {q for s in data.validation_sets.values() for q in s.questions}
+        assert validation and not reported & validation, task
+        assert set(data.validation_sets) == {"forget_val", "normal_val"}
+
+
+def test_bad_eval_every_is_one_line(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--eval-every", "-1",
+                          "--output-dir", str(tmp_path))
+    assert_one_line_error(code, err, "--eval-every must be >= 0")
+    code, _, err = invoke(capsys, "run", "--method", "ppo", "--task", "harmful", "--model", str(tiny_model_dir),
+                          "--eval-every", "2", "--output-dir", str(tmp_path))
+    assert_one_line_error(code, err, "--eval-every is not available for ppo")
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made
