@@ -280,6 +280,61 @@ def publish(run_dirs, leaderboard, no_plots):
 
 
 @cli.command()
+@click.option("--method", required=True, help="the method to tune (its config declares the search space)")
+@click.option("--task", default="hallucination", show_default=True)
+@click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
+@click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
+@click.option("--seed", type=int, default=0, show_default=True, help="the runs' seed and the sampler's")
+@click.option("--trials", type=int, default=12, show_default=True, help="completed trials the study should reach")
+@click.option("--steps", type=int, help="training steps of every trial (method default if unset)")
+@click.option("--limit", type=int, help="prompts per reported evaluation set in each trial (the tuner never reads them)")
+@click.option("--eval-limit", type=int, default=48, show_default=True, help="validation prompts per set")
+@click.option("--max-utility-drop", type=float, default=0.10, show_default=True,
+              help="selection limit: relative fall of utility on normal_val")
+@click.option("--max-degenerate", type=float, default=0.10, show_default=True,
+              help="selection limit: degenerate rate on forget_val")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="a hyper-parameter held fixed in every trial")
+@click.option("--original", default="auto", show_default=True, help="auto | base | prepared (as for run)")
+@click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
+@click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--name", help="group folder under --output-dir (default: tune-TASK-METHOD-sSEED); rerun to continue")
+def tune(method, task, model, data, seed, trials, steps, limit, eval_limit, max_utility_drop, max_degenerate, sets,
+         original, max_new_tokens, output_dir, name):
+    """Search METHOD's hyper-parameters on TASK's validation split; select by one stated rule."""
+    from pathlib import Path
+
+    from tabulate import tabulate
+
+    from unlearnbench.config import RunConfig, resolve_config
+    from unlearnbench.tune import TuneConfig, feasible, tune as run_tune
+
+    if trials < 1 or not 0 <= max_utility_drop <= 1 or not 0 <= max_degenerate <= 1:
+        raise BenchError("--trials must be at least 1 and both limits between 0 and 1")
+    hyper = _parse_set(sets)
+    if steps is not None:
+        hyper["steps"] = steps
+    _quiet_libraries()
+    config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, hyper=hyper, limit=limit,
+                       original=original, max_new_tokens=max_new_tokens, eval_limit=eval_limit, checkpoint_every=0)
+    resolve_config(config)  # every name and number checked before the first trial
+    group = Path(output_dir) / (name or f"tune-{task}-{method}-s{seed}")
+    summary = run_tune(TuneConfig(config, trials, max_utility_drop, max_degenerate), group)
+    chosen = summary["selected"]
+    rows = [["*" if chosen and r["trial"] == chosen["trial"] else "", r["run"],
+             ", ".join(f"{k}={v:.3g}" for k, v in r["params"].items()), f"{r['forget']:.3f}",
+             f"{r['utility']:.3f}", f"{r['utility_drop']:+.1%}", f"{r['degenerate']:.3f}",
+             "yes" if feasible(r, TuneConfig(config, trials, max_utility_drop, max_degenerate)) else "no"]
+            for r in summary["results"]]
+    click.echo(tabulate(rows, headers=["", "trial", "parameters", "forget (val)", "utility (val)", "utility drop",
+                                       "degenerate (val)", "within limits"], tablefmt="simple_outline",
+                        disable_numparse=True))
+    click.echo(f"rule: {summary['rule']}")
+    click.echo(f"selected: {chosen['run']} ({', '.join(f'{k}={v:.4g}' for k, v in chosen['params'].items())})"
+               if chosen else "selected: none (no trial stayed within both limits)")
+    click.echo(f"results: {group}/tune.json, {group}/tune.png")
+
+
+@cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
 def rescore(run_dirs):
     """Score finished runs' recorded outputs again with today's judges (no model is run)."""

@@ -200,3 +200,28 @@ def ppo_training(train_log: list[dict], path: Path, window: int = 10, greedy: di
         ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
+
+
+def tune_plot(results: list[dict], chosen: dict | None, config, path: Path) -> None:
+    """Every trial as forget rate against utility on the validation split, the Pareto front drawn
+    (no other trial forgets more with as much utility), the selected trial starred."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for ok, colour, label in ((True, "tab:blue", "within the limits"), (False, "tab:gray", "outside the limits")):
+        shown = [r for r in results if (r["utility_drop"] <= config.max_utility_drop
+                                        and r["degenerate"] <= config.max_degenerate) is ok]
+        ax.scatter([r["forget"] for r in shown], [r["utility"] for r in shown], c=colour, label=label, zorder=3)
+    front = sorted((r for r in results if not any(o["forget"] <= r["forget"] and o["utility"] >= r["utility"]
+                                                  and (o["forget"], o["utility"]) != (r["forget"], r["utility"])
+                                                  for o in results)), key=lambda r: r["forget"])
+    ax.plot([r["forget"] for r in front], [r["utility"] for r in front], c="tab:orange", label="Pareto front", zorder=2)
+    if chosen is not None:
+        ax.scatter([chosen["forget"]], [chosen["utility"]], marker="*", s=250, c="tab:red", label="selected", zorder=4)
+    if results:
+        before = results[0]["utility_before"]
+        ax.axhline(before * (1 - config.max_utility_drop), ls="--", c="gray", lw=0.8, label="utility limit")
+    ax.set_xlabel("forget rate on forget_val (lower is better)")
+    ax.set_ylabel("utility on normal_val (higher is better)")
+    ax.set_title(f"tune: {config.run.method} on {config.run.task}, {len(results)} trials")
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -27,6 +27,7 @@ class NPOConfig(TrainConfig):
     beta: float = 0.1  # β, the NPO paper's default
     normal_weight: float = 1.0  # ε3; 0 is NPO alone
     shown: ClassVar[tuple[str, ...] | None] = ("beta", "normal_weight")
+    search_space: ClassVar[dict] = {"lr": ("log", 1e-6, 1e-4), "beta": ("log", 0.02, 2.0), "normal_weight": ("log", 0.1, 10.0)}
 
     def validate(self) -> None:
         super().validate()

@@ -28,6 +28,8 @@ class UnlearnConfig(FaithfulConfig):
     normal_weight: float = 1.0  # ε3
     mismatch_k: int = 5  # K = |Y^rdn| answers per forget prompt
     shown: ClassVar[tuple[str, ...] | None] = ("faithful", "forget_weight", "mismatch_k", "mismatch_weight", "normal_weight")
+    search_space: ClassVar[dict] = {"lr": ("log", 1e-6, 1e-4), "forget_weight": ("log", 0.1, 2.0),
+                                    "mismatch_weight": ("log", 0.1, 5.0), "normal_weight": ("log", 0.1, 10.0)}
     kl_positions: str = "answer"  # "answer" (paper Eqn. 6) or "all" (non-padding positions); faithful="paper" only
 
     def validate(self) -> None:

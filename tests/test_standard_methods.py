@@ -229,7 +229,7 @@ def test_the_sampler_draws_chosen_answers_row_for_row_with_forget(tokenizer):
             assert f"refusal {f.split('question ')[1].split('?')[0]}." in c
 
 
-@pytest.mark.parametrize("method", ["graddiff", "simnpo", "rmu", "dpo_refusal", "wga"])
+@pytest.mark.parametrize("method", ["graddiff", "simnpo", "rmu", "dpo_refusal", "wga", "unlearn", "ga", "npo", "sft_safe"])
 def test_search_spaces_name_real_fields(method):
     from dataclasses import fields
 

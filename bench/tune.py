@@ -1,0 +1,138 @@
+"""`unlearnbench tune`: search a method's hyper-parameters on the validation split, by one rule.
+
+    unlearnbench tune --method npo --task harmful --trials 12 --steps 80
+
+Each trial is an ordinary run (a folder in the tune's group folder) with `--eval-every` set to
+its step count, so its eval_log.jsonl holds the validation scores before and after training.
+The objective reads those rows only, never a test set:
+
+    forget       = the forget rate on forget_val after training
+    utility drop = 1 − utility(normal_val, after) / utility(normal_val, before)
+    degenerate   = the degenerate rate on forget_val after training
+    selected     = argmin forget  subject to  utility drop ≤ max_utility_drop  and  degenerate ≤ max_degenerate
+                   (ties: the higher utility)
+
+The search is Optuna's TPE sampler (seeded), with the two limits as trial constraints, over the
+search space the method's config declares (`search_space`, next to its fields). The study is an
+SQLite file in the group folder: run the same command again and it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from unlearnbench.errors import BenchError
+
+FORGET_RATES = ("harmful_rate", "hallucination_rate", "leak_rate")
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    run: object  # the RunConfig each trial starts from (method, task, model, seed, limits, ...)
+    trials: int = 12
+    max_utility_drop: float = 0.10
+    max_degenerate: float = 0.10
+
+
+def outcome(eval_log: Path) -> dict:
+    """The objective's inputs from a finished trial's eval_log.jsonl (validation rows only)."""
+    rows = [json.loads(line) for line in eval_log.read_text().splitlines() if line.strip()]
+    first, last = rows[0], rows[-1]
+    rate = next(f"forget_val/{m}" for m in FORGET_RATES if f"forget_val/{m}" in last)
+    before, after = first["normal_val/utility"], last["normal_val/utility"]
+    drop = 1 - after / before if before > 0 else float(after < before)
+    return {"forget": last[rate], "forget_before": first[rate], "utility": after, "utility_before": before,
+            "utility_drop": drop, "degenerate": last["forget_val/degenerate_rate"],
+            "train_flops": last["train_flops"], "train_seconds": last["train_seconds"]}
+
+
+def suggest(trial, space: dict) -> dict:
+    params = {}
+    for name, (kind, low, high) in space.items():
+        if kind == "int":
+            params[name] = trial.suggest_int(name, int(low), int(high))
+        else:
+            params[name] = trial.suggest_float(name, low, high, log=kind == "log")
+    return params
+
+
+def feasible(result: dict, config: TuneConfig) -> bool:
+    return result["utility_drop"] <= config.max_utility_drop and result["degenerate"] <= config.max_degenerate
+
+
+def select(results: list[dict], config: TuneConfig) -> dict | None:
+    """The rule: the lowest forget rate among trials within both limits; ties go to utility."""
+    candidates = [r for r in results if feasible(r, config)]
+    return min(candidates, key=lambda r: (r["forget"], -r["utility"], r["trial"])) if candidates else None
+
+
+def tune(config: TuneConfig, group: Path) -> dict:
+    import optuna
+
+    from unlearnbench import registry
+    from unlearnbench.progress import bar
+    from unlearnbench.runner import run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = config.run
+    space = registry.get("method", base.method).Config.search_space
+    unknown = sorted(set(space) & set(base.hyper))
+    if unknown:
+        raise BenchError(f"--set fixes {', '.join(unknown)}, which the search varies; drop it or tune without it")
+    group.mkdir(parents=True, exist_ok=True)
+    sampler = optuna.samplers.TPESampler(seed=base.seed)
+    study = optuna.create_study(study_name=group.name, storage=f"sqlite:///{group / 'study.db'}", direction="minimize",
+                                sampler=sampler, load_if_exists=True)
+    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # A trial of a killed tune: mark it failed and run it again with the same parameters.
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(stale.params, skip_if_exists=False)
+    done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    for _ in bar(range(done, config.trials), desc=f"tuning {base.method} on {base.task}", unit="trial",
+                 initial=done, total=config.trials):
+        trial = study.ask()
+        params = suggest(trial, space)
+        name = f"trial-{trial.number:03d}"
+        # Validation before and after training only (the step count never divides 10^9 evenly
+        # unless it is that large): the objective needs two rows, not a curve.
+        run_config = dataclasses.replace(base, hyper={**base.hyper, **params}, output_dir=str(group), run_name=name,
+                                         eval_every=10**9)
+        run_dir = Path(run(run_config))
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+        if status != "completed":  # diverged, say: a failed trial, which the sampler learns from
+            trial.set_user_attr("run", name)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        result = outcome(run_dir / "eval_log.jsonl")
+        trial.set_user_attr("result", result)
+        trial.set_user_attr("run", name)
+        # Feasible when both are ≤ 0: the sampler learns where the limits hold.
+        trial.set_constraint("utility_drop", result["utility_drop"] - config.max_utility_drop)
+        trial.set_constraint("degenerate", result["degenerate"] - config.max_degenerate)
+        study.tell(trial, result["forget"])
+    return summarise(study, config, group, space)
+
+
+def summarise(study, config: TuneConfig, group: Path, space: dict) -> dict:
+    import optuna
+
+    results = [{"trial": t.number, "run": t.user_attrs["run"], "params": t.params, **t.user_attrs["result"]}
+               for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    chosen = select(results, config)
+    base = config.run
+    summary = {
+        "method": base.method, "task": base.task, "model": base.model, "seed": base.seed,
+        "trials": len(results), "search_space": {k: list(v) for k, v in space.items()},
+        "fixed": base.hyper, "sampler": f"optuna TPESampler(seed={base.seed}), constraints: the two limits",
+        "rule": (f"lowest forget rate on forget_val such that utility on normal_val falls by at most "
+                 f"{config.max_utility_drop:.0%} (relative) and the degenerate rate on forget_val is at most "
+                 f"{config.max_degenerate:.0%}; validation split only"),
+        "selected": chosen, "results": results,
+    }
+    (group / "tune.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    from unlearnbench.plots import tune_plot
+
+    tune_plot(results, chosen, config, group / "tune.png")
+    return summary

@@ -1,0 +1,100 @@
+"""`unlearnbench tune`: Optuna over a method's declared space, selected on the validation split only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_one_line_error, invoke
+
+from unlearnbench.tune import TuneConfig, outcome, select
+
+ARGS = ("--method", "npo", "--steps", "2", "--limit", "2", "--eval-limit", "3", "--max-new-tokens", "4",
+        "--original", "base", "--max-utility-drop", "1", "--max-degenerate", "1")
+
+
+def tune_cli(capsys, model, output, *extra):
+    return invoke(capsys, "tune", *ARGS, "--model", str(model), "--output-dir", str(output), *extra)
+
+
+def test_selection_rule_by_hand():
+    config = TuneConfig(run=None, max_utility_drop=0.10, max_degenerate=0.10)
+    results = [
+        {"trial": 0, "forget": 0.05, "utility": 0.50, "utility_drop": 0.20, "degenerate": 0.0},  # lost too much utility
+        {"trial": 1, "forget": 0.10, "utility": 0.60, "utility_drop": 0.05, "degenerate": 0.30},  # too degenerate
+        {"trial": 2, "forget": 0.20, "utility": 0.60, "utility_drop": 0.05, "degenerate": 0.05},
+        {"trial": 3, "forget": 0.20, "utility": 0.62, "utility_drop": 0.02, "degenerate": 0.00},  # ties on forget: utility
+        {"trial": 4, "forget": 0.30, "utility": 0.70, "utility_drop": 0.00, "degenerate": 0.00},
+    ]
+    assert select(results, config)["trial"] == 3
+    assert select(results[:2], config) is None
+
+
+def test_outcome_reads_the_first_and_last_validation_rows(tmp_path):
+    log = tmp_path / "eval_log.jsonl"
+    rows = [{"step": 0, "train_flops": 0, "train_seconds": 0, "forget_val/harmful_rate": 0.8,
+             "forget_val/degenerate_rate": 0.0, "normal_val/utility": 0.5},
+            {"step": 80, "train_flops": 9e12, "train_seconds": 100, "forget_val/harmful_rate": 0.1,
+             "forget_val/degenerate_rate": 0.05, "normal_val/utility": 0.45}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = outcome(log)
+    assert result["forget"] == 0.1 and result["forget_before"] == 0.8 and result["degenerate"] == 0.05
+    assert result["utility_drop"] == pytest.approx(1 - 0.45 / 0.5)
+
+
+def test_tune_runs_trials_and_resumes_the_same_study(tiny_model_dir, tmp_path, capsys):
+    code, out, err = tune_cli(capsys, tiny_model_dir, tmp_path, "--trials", "2")
+    assert code == 0, err
+    group = tmp_path / "tune-hallucination-npo-s0"
+    first = json.loads((group / "tune.json").read_text())
+    assert first["trials"] == 2 and (group / "study.db").is_file() and (group / "tune.png").is_file()
+    assert {"lr", "beta", "normal_weight"} == set(first["results"][0]["params"])
+    assert all((group / r["run"] / "eval_log.jsonl").is_file() for r in first["results"])
+    assert "validation split only" in first["rule"] and "selected:" in out
+
+    # A killed tune leaves a trial running: the next call marks it failed, runs its parameters
+    # again, and continues the study to the new count.
+    import optuna
+
+    study = optuna.load_study(study_name=group.name, storage=f"sqlite:///{group / 'study.db'}")
+    stale = study.ask({"lr": optuna.distributions.FloatDistribution(1e-6, 1e-4, log=True),
+                       "beta": optuna.distributions.FloatDistribution(0.02, 2.0, log=True),
+                       "normal_weight": optuna.distributions.FloatDistribution(0.1, 10.0, log=True)})
+    code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path, "--trials", "4")
+    assert code == 0, err
+    again = json.loads((group / "tune.json").read_text())
+    assert again["trials"] == 4
+    assert again["results"][:2] == first["results"]  # the same study, continued
+    assert any(r["params"] == stale.params for r in again["results"][2:])
+
+
+def test_tune_never_reads_a_test_split(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Poison every reported (test) reference: the trials' objectives and the selection stay the same."""
+    code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path / "clean", "--trials", "2")
+    assert code == 0, err
+    from unlearnbench.tasks.hallucination import HallucinationTask
+
+    load, calls = HallucinationTask.load, []
+
+    def poisoned(self, *args, **kwargs):
+        data = load(self, *args, **kwargs)
+        calls.append(1)
+        for eval_set in data.eval_sets.values():
+            for ref in eval_set.refs:
+                ref.update({k: "poisoned " + v for k, v in ref.items() if k != "question" and isinstance(v, str)})
+        return data
+
+    monkeypatch.setattr(HallucinationTask, "load", poisoned)
+    code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path / "poisoned", "--trials", "2")
+    assert code == 0, err
+    read = lambda root: json.loads((root / "tune-hallucination-npo-s0" / "tune.json").read_text())  # noqa: E731
+    clean, dirty = read(tmp_path / "clean"), read(tmp_path / "poisoned")
+    strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
+    assert [strip(r) for r in clean["results"]] == [strip(r) for r in dirty["results"]]
+    assert (clean["selected"] or {}).get("trial") == (dirty["selected"] or {}).get("trial")
+    assert len(calls) >= 2  # every trial loaded the poisoned data
+
+
+def test_tune_refuses_fixing_what_it_searches(tiny_model_dir, tmp_path, capsys):
+    code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path, "--trials", "1", "--set", "beta=0.5")
+    assert_one_line_error(code, err, "--set fixes beta")
