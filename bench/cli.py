@@ -285,7 +285,7 @@ def publish(run_dirs, leaderboard, no_plots):
 @click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
 @click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
 @click.option("--seed", type=int, default=0, show_default=True, help="the runs' seed and the sampler's")
-@click.option("--trials", type=int, default=12, show_default=True, help="completed trials the study should reach")
+@click.option("--trials", type=int, default=12, show_default=True, help="completed trials the study should reach (a diverged trial does not count; rerun to top up)")
 @click.option("--steps", type=int, help="training steps of every trial (method default if unset)")
 @click.option("--limit", type=int, help="prompts per reported evaluation set in each trial (the tuner never reads them)")
 @click.option("--eval-limit", type=int, default=48, show_default=True, help="validation prompts per set")

@@ -95,8 +95,8 @@ def tune(config: TuneConfig, group: Path) -> dict:
         trial = study.ask()
         params = suggest(trial, space)
         name = f"trial-{trial.number:03d}"
-        # Validation before and after training only (the step count never divides 10^9 evenly
-        # unless it is that large): the objective needs two rows, not a curve.
+        # every=10^9: validation only before the first step and after the last, the two rows
+        # the objective reads.
         run_config = dataclasses.replace(base, hyper={**base.hyper, **params}, output_dir=str(group), run_name=name,
                                          eval_every=10**9)
         run_dir = Path(run(run_config))
