@@ -270,7 +270,7 @@ class Pipeline:
         checkpointing.on_save = on_checkpoint
         state.wait_for_everyone()
         stages: dict = {}
-        monitor = self.validation_monitor(data, evaluator, loaded, checkpointing)
+        monitor = self.validation_monitor(data, evaluator, loaded, checkpointing, state)
         with measure(record.compute, "train") as phase:
             try:
                 result = method.fit(original, loaded.tokenizer, data.train, template, self.train_log.append,
@@ -295,7 +295,7 @@ class Pipeline:
         self.save()
         return result
 
-    def validation_monitor(self, data, evaluator, loaded, checkpointing):
+    def validation_monitor(self, data, evaluator, loaded, checkpointing, state):
         """The evaluation along training of --eval-every, or None. A resumed run keeps the rows up
         to its checkpoint and continues the log."""
         import json
@@ -303,7 +303,10 @@ class Pipeline:
         from unlearnbench.evaluation import ValidationMonitor
 
         config = self.config
-        if not config.eval_every or not self.main:
+        if config.eval_every and state.num_processes > 1:
+            # The monitor runs on the main process and would see its share of the tokens only.
+            raise BenchError("--eval-every runs in one process for now; drop it or run without accelerate launch")
+        if not config.eval_every:
             return None
         path = self.run_dir / "eval_log.jsonl"
         done = checkpointing.saved_step() if self.resuming else 0

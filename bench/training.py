@@ -61,7 +61,14 @@ class Checkpointing:
             return 0
         return int(load_json(self.progress_file, required=("step",))["step"])
 
-    def save(self, accelerator, step: int) -> None:
+    def saved_tokens(self) -> tuple[int, int]:
+        """(trained, reference) tokens from the start of the run to the saved step; 0 when unknown."""
+        if not self.progress_file.is_file():
+            return 0, 0
+        progress = load_json(self.progress_file, required=("step",))
+        return int(progress.get("trained_tokens", 0)), int(progress.get("reference_tokens", 0))
+
+    def save(self, accelerator, step: int, tokens: tuple[int, int] = (0, 0)) -> None:
         directory = Path(self.directory)
         staging = directory.with_name(directory.name + ".partial")
         if accelerator.is_main_process:
@@ -71,7 +78,8 @@ class Checkpointing:
             accelerator.save_state(str(staging))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                write_json(staging / "progress.json", {"step": step})
+                write_json(staging / "progress.json", {"step": step, "trained_tokens": tokens[0],
+                                                       "reference_tokens": tokens[1]})
                 # Swap in the new checkpoint only once it is complete: a crash or a full disk
                 # mid-save leaves the previous checkpoint intact.
                 previous = directory.with_name(directory.name + ".old")
@@ -310,6 +318,10 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
     autocast = autocast_for(config.precision, accelerator.device)
     trained_tokens = 0
     reference_tokens = lambda: reference.tokens if reference is not None else 0  # noqa: E731
+    # This attempt counts its own tokens (the run's compute adds the attempts); the checkpoint and
+    # the monitor need them from the start of the run.
+    before = checkpointing.saved_tokens() if checkpointing is not None and first_step > 1 else (0, 0)
+    so_far = lambda: (before[0] + trained_tokens, before[1] + reference_tokens())  # noqa: E731
     if monitor is not None and first_step == 1:
         monitor(0, accelerator.unwrap_model(model), 0, 0)
     progress = bar(range(first_step, config.steps + 1), desc=desc or f"training {method.name}", unit="step",
@@ -331,11 +343,11 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         log(row)
         progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
         if monitor is not None:
-            monitor(step_index, accelerator.unwrap_model(model), trained_tokens, reference_tokens())
+            monitor(step_index, accelerator.unwrap_model(model), *so_far())
         if checkpointing is not None and (
             step_index == config.steps or (checkpointing.every and step_index % checkpointing.every == 0)
         ):
-            checkpointing.save(accelerator, step_index)
+            checkpointing.save(accelerator, step_index, so_far())
 
     reference_tokens = reference_tokens()
     if accelerator.num_processes > 1:

@@ -44,3 +44,35 @@ def test_bad_eval_every_is_one_line(tiny_model_dir, tmp_path, capsys):
                           "--eval-every", "2", "--output-dir", str(tmp_path))
     assert_one_line_error(code, err, "--eval-every is not available for ppo")
     assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    """Interrupted at step 8 with a checkpoint at 5: the rows after 5 were written by steps that
+    are run again, so they go, and the resumed run logs steps 6 to 12 once each."""
+    import pytest
+
+    from unlearnbench import runner
+    from unlearnbench.methods.unlearn import Unlearn
+
+    config = runner.RunConfig(model=str(tiny_model_dir), hyper={"steps": 12, "lr": 1e-3}, limit=2, original="base",
+                              max_new_tokens=4, output_dir=str(tmp_path), run_name="cut", checkpoint_every=5,
+                              eval_every=3, eval_limit=2)
+    real_loss, calls = Unlearn.loss, []
+
+    def interrupted_at_step_8(self, model, step, reference):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real_loss(self, model, step, reference)
+
+    monkeypatch.setattr(Unlearn, "loss", interrupted_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(config)
+    log = tmp_path / "cut" / "eval_log.jsonl"
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [0, 3, 6]
+    monkeypatch.setattr(Unlearn, "loss", real_loss)
+    runner.run(resume=tmp_path / "cut")
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 3, 6, 9, 12]
+    flops = [r["train_flops"] for r in rows]
+    assert flops == sorted(flops) and len(set(flops)) == len(flops)

@@ -63,7 +63,8 @@ def test_interrupted_training_resumes_to_the_same_curve(tiny_model_dir, tmp_path
     run_dir = tmp_path / "cut"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["train"]["checkpoint_step"] == 5
-    assert json.loads((run_dir / "checkpoint" / "progress.json").read_text()) == {"step": 5}
+    progress = json.loads((run_dir / "checkpoint" / "progress.json").read_text())
+    assert progress["step"] == 5 and progress["trained_tokens"] > 0
     monkeypatch.setattr(Unlearn, "loss", real_loss)
     steps_run = []
     original_fit = Unlearn.fit
