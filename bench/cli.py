@@ -318,12 +318,13 @@ def tune(method, task, model, data, seed, trials, steps, limit, eval_limit, max_
                        original=original, max_new_tokens=max_new_tokens, eval_limit=eval_limit, checkpoint_every=0)
     resolve_config(config)  # every name and number checked before the first trial
     group = Path(output_dir) / (name or f"tune-{task}-{method}-s{seed}")
-    summary = run_tune(TuneConfig(config, trials, max_utility_drop, max_degenerate), group)
+    tuning = TuneConfig(config, trials, max_utility_drop, max_degenerate)
+    summary = run_tune(tuning, group)
     chosen = summary["selected"]
     rows = [["*" if chosen and r["trial"] == chosen["trial"] else "", r["run"],
              ", ".join(f"{k}={v:.3g}" for k, v in r["params"].items()), f"{r['forget']:.3f}",
              f"{r['utility']:.3f}", f"{r['utility_drop']:+.1%}", f"{r['degenerate']:.3f}",
-             "yes" if feasible(r, TuneConfig(config, trials, max_utility_drop, max_degenerate)) else "no"]
+             "yes" if feasible(r, tuning) else "no"]
             for r in summary["results"]]
     click.echo(tabulate(rows, headers=["", "trial", "parameters", "forget (val)", "utility (val)", "utility drop",
                                        "degenerate (val)", "within limits"], tablefmt="simple_outline",

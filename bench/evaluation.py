@@ -31,11 +31,10 @@ class Evaluator:
         generator.load_weights(model, self.template.tokenizer)
         return generator
 
-    def score(self, split: str, outputs: list[str], only=None) -> dict:
-        eval_set = self.data.eval_sets[split]
+    def score(self, eval_set, outputs: list[str], only=None) -> dict:
         metric_names = [m for m in eval_set.metrics if not only or m in only]
         return score_outputs(metric_names, outputs, eval_set.refs, {"tokenizer": self.template.tokenizer, **self.judges},
-                             self.original_outputs.get(split))
+                             self.original_outputs.get(eval_set.name))
 
     def check_prompt_lengths(self, tokenizer, context: int | None) -> None:
         """Refuse prompts that cannot fit the model's context with room for the answer.
@@ -56,14 +55,15 @@ class Evaluator:
                                      "tokens: shorten it or lower --max-new-tokens")
 
     def evaluate(self, generator, phase: str, splits=None, only=None, counter=None, done=(),
-                 on_split=None) -> tuple[dict, list[dict]]:
-        """Generate and score each set; `done` names sets already recorded, which are skipped.
+                 on_split=None, eval_sets: dict | None = None) -> tuple[dict, list[dict]]:
+        """Generate and score each set (the task's evaluation sets unless `eval_sets` says
+        others); `done` names sets already recorded, which are skipped.
 
         `on_split(split, scores, rows)` receives each set's results as soon as it is scored, so a
         crash or an interruption loses at most the set in progress.
         """
         results, rows = {}, []
-        for split, eval_set in self.data.eval_sets.items():
+        for split, eval_set in (eval_sets or self.data.eval_sets).items():
             if (splits and split not in splits) or split in done:
                 continue
             prompts = [self.template.prompt(q) for q in eval_set.questions]
@@ -72,7 +72,7 @@ class Evaluator:
                 counter(generator)
             if phase == "original":
                 self.original_outputs[split] = outputs
-            scores = self.score(split, outputs, only)
+            scores = self.score(eval_set, outputs, only)
             results[split] = scores
             split_rows = [{"phase": phase, "split": split, "index": i, "question": ref["question"], "output": output,
                            **{m: s.per_item[i] for m, s in scores.items()}}
@@ -153,17 +153,19 @@ class ValidationMonitor:
     One row per evaluation goes to eval_log.jsonl: the step, the training FLOPs so far (the
     suite's count), the training wall seconds so far (without the time spent here), and every
     metric as "<set>/<metric>". Only validation prompts are used: the test sets decide nothing.
+    `compute` is what the evaluations cost, a phase of its own in the run's record.
     """
 
     def __init__(self, evaluator: Evaluator, validation_sets: dict, every: int, limit: int, steps: int,
                  parameters: int, lora: bool, path):
+        from unlearnbench.compute import PhaseCompute
         from unlearnbench.tasks import EvalSet
 
         self.evaluator, self.every, self.steps, self.path = evaluator, every, steps, path
         self.sets = {name: EvalSet(name, s.refs[:limit], s.metrics) for name, s in validation_sets.items()}
         self.parameters, self.lora = parameters, lora
-        self.seconds = self.cpu_seconds = self.flops = 0.0
-        self.tokens = 0
+        self.compute = PhaseCompute()
+        self.count = GenerationCounter(parameters).bind(self.compute)
         self.started = time.perf_counter()
 
     def __call__(self, step: int, model, trained_tokens: int, reference_tokens: int) -> None:
@@ -175,21 +177,14 @@ class ValidationMonitor:
             return
         began, began_cpu = time.perf_counter(), time.process_time()
         was_training = model.training
-        generator = self.evaluator.generator(model)
         row = {"step": step, "train_flops": training_flops(self.parameters, trained_tokens, reference_tokens, self.lora),
-               "train_seconds": round(began - self.started - self.seconds, 3)}
-        judges = {"tokenizer": self.evaluator.template.tokenizer, **self.evaluator.judges}
-        for name, eval_set in self.sets.items():
-            prompts = [self.evaluator.template.prompt(q) for q in eval_set.questions]
-            outputs = generator.generate(prompts, self.evaluator.generation, desc=f"step {step}: scoring {name}")
-            counts = getattr(generator, "last_counts", {})
-            tokens = counts.get("prompt_tokens", 0) + counts.get("generated_tokens", 0)
-            self.tokens, self.flops = self.tokens + tokens, self.flops + forward_flops(self.parameters, tokens)
-            scores = score_outputs(eval_set.metrics, outputs, eval_set.refs, judges)
-            row.update({f"{name}/{metric}": result.value for metric, result in scores.items()})
-        del generator
+               "train_seconds": round(began - self.started - self.compute.wall_seconds, 3)}
+        results, _ = self.evaluator.evaluate(self.evaluator.generator(model), f"step {step}", counter=self.count,
+                                             eval_sets=self.sets)
+        row.update({f"{name}/{metric}": result.value for name, scores in results.items()
+                    for metric, result in scores.items()})
         model.train(was_training)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-        self.seconds += time.perf_counter() - began
-        self.cpu_seconds += time.process_time() - began_cpu
+        self.compute.wall_seconds += time.perf_counter() - began
+        self.compute.cpu_seconds += time.process_time() - began_cpu

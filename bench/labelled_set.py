@@ -4,6 +4,7 @@ imports nothing of the suite's evaluation, so metrics and judges can read it wit
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -28,11 +29,17 @@ def load_items(path: Path = VALIDATION) -> list[dict]:
     return items
 
 
+@functools.lru_cache(maxsize=4)
+def _agreement_file(modified_ns: int) -> dict:
+    """judge_agreement.json, read once per version of the file (every saved split asks)."""
+    return json.loads(AGREEMENT.read_text())
+
+
 def agreement_note(metric: str, judge_name: str) -> str:
     """The labelled-set agreement of this metric's judge, for the record, or that it has none."""
     if not AGREEMENT.is_file():
         return "not validated on labelled real outputs"
-    entry = json.loads(AGREEMENT.read_text())["judges"].get(metric)
+    entry = _agreement_file(AGREEMENT.stat().st_mtime_ns)["judges"].get(metric)
     if entry is None or entry["judge"] != judge_name:
         return "not validated on labelled real outputs"
     figures = entry["slices"]["all"]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from unlearnbench import models, registry
-from unlearnbench.compute import PhaseCompute, measure, training_flops
+from unlearnbench.compute import measure, training_flops
 from unlearnbench.config import RunConfig, resolve_config
 from unlearnbench.errors import BenchError
 from unlearnbench.evaluation import Evaluator, GenerationCounter, judge_names, make_judges, scores_as_dicts
@@ -286,10 +286,9 @@ class Pipeline:
                                          lora=method.config.lora)
         if monitor is not None:  # its time is evaluation, not training
             train = record.compute["train"]
-            train.wall_seconds -= monitor.seconds
-            train.cpu_seconds -= monitor.cpu_seconds
-            record.compute["eval_along_training"] = PhaseCompute(wall_seconds=monitor.seconds, cpu_seconds=monitor.cpu_seconds,
-                                                                 tokens=monitor.tokens, flops=monitor.flops)
+            train.wall_seconds -= monitor.compute.wall_seconds
+            train.cpu_seconds -= monitor.compute.cpu_seconds
+            record.compute["eval_along_training"] = monitor.compute
         record.train = {**(record.train or {}), "steps": result.steps, "trainable_parameters": result.trainable_parameters,
                         **result.record}
         self.save()

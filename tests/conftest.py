@@ -65,6 +65,18 @@ def assert_one_line_error(code, err, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def loss_interrupted_at(real_loss, step: int):
+    """A method's `loss` that raises KeyboardInterrupt on its `step`-th call: a run cut mid-training."""
+    calls = []
+
+    def loss(self, model, batch_step, reference):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_loss(self, model, batch_step, reference)
+    return loss
+
+
 # ---- the embedded model and its tokenizer -------------------------------------------------------
 
 

@@ -213,4 +213,4 @@ def test_every_cited_markdown_file_exists():
     cited = {(p.relative_to(ROOT).as_posix(), name) for p in files
              for name in SECTION_CITATION.findall(p.read_text(encoding="utf-8", errors="replace"))}
     assert [c for c in cited if c[1] not in names] == []
-    assert SECTION_CITATION.findall("see environment.md §1 and docs/paper.md §2") == ["environment.md"]
+    assert SECTION_CITATION.findall("see missing-notes.md §1 and docs/paper.md §2") == ["missing-notes.md"]

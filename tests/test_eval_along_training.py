@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import assert_one_line_error, invoke
+from conftest import assert_one_line_error, invoke, loss_interrupted_at
 
 from unlearnbench import registry
 
@@ -57,15 +57,8 @@ def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, t
     config = runner.RunConfig(model=str(tiny_model_dir), hyper={"steps": 12, "lr": 1e-3}, limit=2, original="base",
                               max_new_tokens=4, output_dir=str(tmp_path), run_name="cut", checkpoint_every=5,
                               eval_every=3, eval_limit=2)
-    real_loss, calls = Unlearn.loss, []
-
-    def interrupted_at_step_8(self, model, step, reference):
-        calls.append(1)
-        if len(calls) == 8:
-            raise KeyboardInterrupt
-        return real_loss(self, model, step, reference)
-
-    monkeypatch.setattr(Unlearn, "loss", interrupted_at_step_8)
+    real_loss = Unlearn.loss
+    monkeypatch.setattr(Unlearn, "loss", loss_interrupted_at(real_loss, 8))
     with pytest.raises(KeyboardInterrupt):
         runner.run(config)
     log = tmp_path / "cut" / "eval_log.jsonl"

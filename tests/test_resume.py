@@ -10,7 +10,7 @@ import pytest
 
 from unlearnbench import runner
 from unlearnbench.methods.unlearn import Unlearn
-from conftest import assert_one_line_error, popen_cli, run_cli
+from conftest import assert_one_line_error, loss_interrupted_at, popen_cli, run_cli
 
 
 def read_jsonl(path):
@@ -49,15 +49,7 @@ def assert_same_run(run_dir, uninterrupted):
 
 def test_interrupted_training_resumes_to_the_same_curve(tiny_model_dir, tmp_path, uninterrupted, monkeypatch):
     real_loss = Unlearn.loss
-    calls = []
-
-    def interrupted_at_step_8(self, model, step, reference):
-        calls.append(1)
-        if len(calls) == 8:
-            raise KeyboardInterrupt
-        return real_loss(self, model, step, reference)
-
-    monkeypatch.setattr(Unlearn, "loss", interrupted_at_step_8)
+    monkeypatch.setattr(Unlearn, "loss", loss_interrupted_at(real_loss, 8))
     with pytest.raises(KeyboardInterrupt):
         runner.run(tiny_config(tiny_model_dir, tmp_path, "cut"))
     run_dir = tmp_path / "cut"
