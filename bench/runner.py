@@ -271,28 +271,39 @@ class Pipeline:
         state.wait_for_everyone()
         stages: dict = {}
         monitor = self.validation_monitor(data, evaluator, loaded, checkpointing, state)
-        with measure(record.compute, "train") as phase:
-            try:
-                result = method.fit(original, loaded.tokenizer, data.train, template, self.train_log.append,
-                                    frozen_original=judge_model, checkpointing=checkpointing, stage_compute=stages,
-                                    monitor=monitor)
-            finally:
-                # A multi-stage method (ppo) measures each stage itself ("train:sft", ...), kept
-                # even when a later stage fails; they are parts of "train", not added to the total.
-                record.compute.update({f"train:{name}": c for name, c in stages.items()})
-                self.save()
-            phase.tokens = result.trained_tokens + result.reference_tokens
-            phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
-                                         lora=method.config.lora)
-        if monitor is not None:  # its time is evaluation, not training
-            train = record.compute["train"]
-            train.wall_seconds -= monitor.compute.wall_seconds
-            train.cpu_seconds -= monitor.compute.cpu_seconds
-            record.compute["eval_along_training"] = monitor.compute
+        try:
+            with measure(record.compute, "train") as phase:
+                try:
+                    result = method.fit(original, loaded.tokenizer, data.train, template, self.train_log.append,
+                                        frozen_original=judge_model, checkpointing=checkpointing, stage_compute=stages,
+                                        monitor=monitor)
+                finally:
+                    # A multi-stage method (ppo) measures each stage itself ("train:sft", ...), kept
+                    # even when a later stage fails; they are parts of "train", not added to the total.
+                    record.compute.update({f"train:{name}": c for name, c in stages.items()})
+                    self.save()
+                phase.tokens = result.trained_tokens + result.reference_tokens
+                phase.flops = training_flops(loaded.num_parameters, result.trained_tokens, result.reference_tokens,
+                                             lora=method.config.lora)
+        finally:
+            if monitor is not None:  # its time is evaluation, not training, also in a cut attempt
+                self.move_monitor_compute(monitor)
         record.train = {**(record.train or {}), "steps": result.steps, "trainable_parameters": result.trainable_parameters,
                         **result.record}
         self.save()
         return result
+
+    def move_monitor_compute(self, monitor) -> None:
+        """Move this attempt's evaluation-along-training time out of "train" into its own phase
+        (adding to an earlier attempt's, as `measure` does for every phase)."""
+        from unlearnbench.compute import combine
+
+        compute = self.record.compute
+        compute["train"].wall_seconds -= monitor.compute.wall_seconds
+        compute["train"].cpu_seconds -= monitor.compute.cpu_seconds
+        earlier = compute.get("eval_along_training")
+        compute["eval_along_training"] = combine(earlier, monitor.compute) if earlier else monitor.compute
+        self.save()
 
     def validation_monitor(self, data, evaluator, loaded, checkpointing, state):
         """The evaluation along training of --eval-every, or None. A resumed run keeps the rows up

@@ -63,9 +63,13 @@ def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, t
         runner.run(config)
     log = tmp_path / "cut" / "eval_log.jsonl"
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [0, 3, 6]
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())["compute"]["eval_along_training"]
+    assert cut["wall_seconds"] > 0 and cut["tokens"] > 0  # the cut attempt's evaluations are kept apart
     monkeypatch.setattr(Unlearn, "loss", real_loss)
     runner.run(resume=tmp_path / "cut")
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 3, 6, 9, 12]
     flops = [r["train_flops"] for r in rows]
     assert flops == sorted(flops) and len(set(flops)) == len(flops)
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["compute"]["eval_along_training"]
+    assert resumed["tokens"] > cut["tokens"]  # both attempts' evaluations add up
