@@ -105,6 +105,8 @@ def cli():
 @click.option("--checkpoint-every", type=int, default=50, show_default=True,
               help="save the training state every N steps (0: only at the end) so that --resume can continue")
 @click.option("--keep-checkpoint", is_flag=True, help="keep the final training state after the run completes")
+@click.option("--save-model", is_flag=True, help="write the unlearned model to RUN_DIR/model (for `unlearnbench attack`)")
+@click.option("--attacks", metavar="LIST", help="after the run, attack the unlearned model: relearn,rephrase,quantize,mia")
 @click.option("--eval-every", type=int, default=0, show_default=True,
               help="score the forget and utility metrics on the validation split every K steps (eval_log.jsonl)")
 @click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
@@ -116,7 +118,7 @@ def cli():
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
         checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds, eval_every,
-        eval_limit):
+        eval_limit, save_model, attacks):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -150,11 +152,48 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                        backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
                        harm_judge=harm_judge, similarity_judge=similarity_judge,
-                       keep_checkpoint=keep_checkpoint, eval_every=eval_every, eval_limit=eval_limit)
+                       keep_checkpoint=keep_checkpoint, eval_every=eval_every, eval_limit=eval_limit,
+                       save_model=save_model, attacks=_attack_names(attacks) if attacks else ())
     if seeds is not None:
         _run_seeds_and_report(config, seeds)
     else:
         _run_and_report(config)
+
+
+def _attack_names(text: str) -> tuple[str, ...]:
+    from unlearnbench.attack import parse_attacks
+
+    return parse_attacks(text)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--attacks", default="relearn,rephrase,quantize,mia", show_default=True, metavar="LIST",
+              help="comma-separated attacks (see `unlearnbench list`)")
+@click.option("--limit", type=int, default=100, show_default=True,
+              help="forget prompts per attacked evaluation (and items per membership-inference side)")
+@click.option("--relearn-steps", default="10,30", show_default=True, metavar="K,K", help="relearning steps to evaluate after")
+@click.option("--relearn-lr", type=float, help="relearning learning rate  [default: the run's own]")
+def attack(run_dirs, attacks, limit, relearn_steps, relearn_lr):
+    """Attack runs' unlearned models: does the forgetting survive relearning, rephrasing,
+    quantization and membership inference? Results go into each run's record and README."""
+    from unlearnbench.attack import AttackSettings, attack as attack_run
+    from unlearnbench.leaderboard import expand_run_dirs
+    from unlearnbench.run_folder import RunRecord
+
+    try:
+        steps = tuple(int(part) for part in relearn_steps.split(",") if part.strip())
+    except ValueError:
+        raise BenchError(f"--relearn-steps expects step counts like 10,30, got {relearn_steps!r}") from None
+    settings = AttackSettings(attacks=_attack_names(attacks), limit=limit, relearn_steps=steps, relearn_lr=relearn_lr)
+    settings.check()
+    _quiet_libraries()
+    for run_dir in expand_run_dirs(run_dirs):
+        attack_run(run_dir, settings)
+        summary = RunRecord.load(run_dir).attacks.get("summary", {})
+        click.echo(f"{run_dir}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in summary.items()))
+    click.echo("each run's README.md has the robustness section; every output is in attack_generations.jsonl")
 
 
 def _run_seeds_and_report(config, seeds_text: str | None, group=None):
@@ -401,21 +440,21 @@ def compare(methods, task, model, data, seed, limit, sets, original, max_new_tok
 
 @cli.command(name="list")
 def list_entries():
-    """List tasks, methods, metrics, generators, judges and models."""
+    """List tasks, methods, metrics, generators, judges, attacks and models."""
     from tabulate import tabulate
 
     from unlearnbench.models import EMBEDDED_MODELS
     from unlearnbench.registry import REGISTRIES
 
     rows = []
-    for kind in ("task", "method", "metric", "generator", "judge"):
+    for kind in ("task", "method", "metric", "generator", "judge", "attack"):
         registry = REGISTRIES[kind]
         for name in registry.names():
             target = registry.target(name)
             origin = "built-in" if target.startswith("unlearnbench.") else "plugin"
             # Methods and tasks say what they do in one line (importing them is cheap; the
             # rest would load judges or engines just to be listed).
-            about = getattr(registry.get(name), "description", "") if kind in ("method", "task") else ""
+            about = getattr(registry.get(name), "description", "") if kind in ("method", "task", "attack") else ""
             rows.append([kind, name, origin, about or target])
     for name, embedded in EMBEDDED_MODELS.items():
         rows.append(["model", name, "embedded", f"{embedded.upstream_id} (GGUF from {embedded.package})"])

@@ -33,6 +33,8 @@ class RunConfig:
     trust_remote_code: bool = False
     checkpoint_every: int = 50  # training steps between checkpoints (0: only the final one)
     keep_checkpoint: bool = False  # keep the final training state once the run completes
+    save_model: bool = False  # write the unlearned model to <run>/model (what `unlearnbench attack` loads)
+    attacks: tuple[str, ...] = ()  # attacks to run on the unlearned model once the run completes
     eval_every: int = 0  # score the validation slice every K training steps (0: never)
     eval_limit: int = 32  # prompts per validation set scored along training
 
@@ -64,6 +66,8 @@ def resolve_config(config: RunConfig):
         config = dataclasses.replace(config, template=task.template or preset["template"])
     if config.template not in ("auto", "chat", "paper", "plain"):
         raise BenchError(f"--template must be auto, chat, paper or plain, got {config.template!r}")
+    for name in config.attacks:
+        registry.get("attack", name)
     models.check(config.model)
     method.preset_notes = preset["notes"]
     return config, task, method

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from unlearnbench.errors import BenchError
 
-KINDS = ("task", "method", "metric", "generator", "model", "judge")
+KINDS = ("task", "method", "metric", "generator", "model", "judge", "attack")
 
 # Built-in entries are lazy so that listing them imports nothing heavy.
 _BUILTINS: dict[str, dict[str, str]] = {
@@ -60,12 +60,18 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "beaver-dam": "unlearnbench.metrics.beaver_dam:BeaverDamJudge",
         "sentence-similarity": "unlearnbench.metrics.judges:SentenceSimilarityJudge",
     },
+    "attack": {
+        "relearn": "unlearnbench.attacks.relearn:Relearn",
+        "rephrase": "unlearnbench.attacks.rephrase:Rephrase",
+        "quantize": "unlearnbench.attacks.quantize:Quantize",
+        "mia": "unlearnbench.attacks.mia:MembershipInference",
+    },
 }
 
 
 # What an entry of a kind must subclass; checked when it is registered or first loaded, so a
 # wrong plugin fails with its name instead of deep inside a run.
-_BASES = {"method": "unlearnbench.methods:Method"}
+_BASES = {"method": "unlearnbench.methods:Method", "attack": "unlearnbench.attacks:Attack"}
 
 
 def _import(target: str) -> Any:

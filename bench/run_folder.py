@@ -47,6 +47,7 @@ class RunRecord:
     train: dict | None = None
     resumed: list = field(default_factory=list)
     compute: dict = field(default_factory=dict)  # phase -> PhaseCompute
+    attacks: dict = field(default_factory=dict)  # `unlearnbench attack`: settings, results per attack, summary
     elapsed_seconds: float | None = None
     extra: dict = field(default_factory=dict)  # keys a newer or older version wrote, kept as they were
 
@@ -201,7 +202,50 @@ def write_run_readme(run_dir: Path, record: dict) -> None:
         "- `generations.jsonl`: every prompt, output and per-item score, for both models",
         "- `train_log.jsonl`: every loss term at every training step",
     ]
+    if record.get("attacks", {}).get("results"):
+        lines[lines.index("Files:"):lines.index("Files:")] = attack_section(record["attacks"])
+        lines.append("- `attack_generations.jsonl`: every output of every attack, with its per-item scores")
+    if (run_dir / "model").is_dir():
+        lines.append("- `model/`: the unlearned model (Hugging Face format); `unlearnbench attack` loads it")
     if (run_dir / "checkpoint").is_dir():
         lines.append("- `checkpoint/`: the training state at the last checkpoint; "
                      f"`unlearnbench run --resume {run_dir}` continues from it")
     atomic_write_text(run_dir / "README.md", "\n".join(lines) + "\n")
+
+
+def attack_section(attacks: dict) -> list[str]:
+    """The README's robustness section: every attacked forget rate with its recovery."""
+    from tabulate import tabulate
+
+    def cell(value, percent=True):
+        return "—" if value is None else (f"{value:.1%}" if percent else f"{value:.3f}")
+
+    rows, auc_rows = [], []
+    for name, units in attacks["results"].items():
+        if "skipped" in units:
+            rows.append([name, "skipped", units["skipped"], "", ""])
+            continue
+        for unit, result in units.items():
+            measured = {unit: result} if "forget_rate" in result else {
+                f"{unit} {k}": r for k, r in result.items() if isinstance(r, dict) and "forget_rate" in r}
+            for label, r in measured.items():
+                rows.append([name, label, cell(r["forget_rate"]), cell(r.get("recovery"), percent=False),
+                             cell(r.get("degenerate_rate"))])
+            if "auc_loss" in result:
+                auc_rows.append([unit, *(cell(result[f"auc_{s}"], percent=False)
+                                         for s in ("loss", "zlib", "min_k", "min_k_plus_plus"))])
+    mia = attacks["results"].get("mia", {})
+    auc_table = ([f"Membership inference, ROC AUC of forget-train answers ({next(iter(mia.values())).get('members')}) "
+                  f"against {next(iter(mia.values())).get('non_member_source')} (0.5: looks unseen):", "",
+                  tabulate(auc_rows, headers=["model", "LOSS", "zlib", "Min-K%", "Min-K%++"], tablefmt="github"), ""]
+                 if auc_rows else [])
+    settings = attacks.get("settings", {})
+    summary = attacks.get("summary", {})
+    return ["## Robustness (`unlearnbench attack`)", "",
+            f"At most {settings.get('limit')} forget prompts per evaluation; relearning at lr {settings.get('relearn_lr')}, "
+            f"batch {settings.get('relearn_batch_size')}, k = {settings.get('relearn_steps')}. Recovery = (rate under "
+            "attack − unlearned rate) / (original rate − unlearned rate), both measured again by the attack.", "",
+            tabulate(rows, headers=["attack", "form", "forget rate", "recovery", "degenerate"], tablefmt="github"), "",
+            *auc_table,
+            "Summary: " + ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
+                                    for k, v in summary.items()), ""]

@@ -53,9 +53,25 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         result = pipeline.fit(original, loaded, data, template, evaluator, judge_model, state)
         if state.is_main_process:
             pipeline.evaluate("unlearned", result.model, evaluator, loaded.num_parameters)
+            if config.save_model or config.attacks:
+                models.save_atomically(result.model, loaded.tokenizer, pipeline.run_dir / "model")
             pipeline.complete()
         state.wait_for_everyone()
+    if config.attacks and state.is_main_process:
+        attack_after_run(pipeline.run_dir, config)
     return pipeline.run_dir
+
+
+def attack_after_run(run_dir: Path, config: RunConfig) -> None:
+    """`run --attacks`: attack the saved model, then drop it unless --save-model asked to keep it.
+    An interrupted attack keeps the model, and `unlearnbench attack RUN_DIR` continues."""
+    from unlearnbench.attack import AttackSettings, attack
+    from unlearnbench.run_folder import RunRecord, write_run_readme
+
+    attack(run_dir, AttackSettings(attacks=tuple(config.attacks)))
+    if not config.save_model:
+        shutil.rmtree(run_dir / "model", ignore_errors=True)
+        write_run_readme(run_dir, RunRecord.load(run_dir).as_dict())
 
 
 def evaluate_model(config: RunConfig, reference: str | None = None) -> Path:

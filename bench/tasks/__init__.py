@@ -64,9 +64,24 @@ class Task:
     # The prompt template the task needs, or None for the run's (--template auto: the model's
     # chat template where it has one). Text-continuation tasks need "plain".
     template: str | None = None
+    # The field of a forget ref that holds the answer to forget (relearning fine-tunes on it).
+    forget_answer = "answer"
 
     def load(self, source: str, seed: int, eval_limit: int | None = None) -> TaskData:
         raise NotImplementedError
+
+    def validation_pairs(self, data: TaskData, name: str) -> list[Pair]:
+        """(prompt, answer) pairs of a validation set: `forget_val` with the answer to forget,
+        `normal_val` with its first correct answer. No prompt of these was ever trained on."""
+        refs = data.validation_sets[name].refs
+        if name == "forget_val":
+            return [Pair(r["question"], r[self.forget_answer]) for r in refs]
+        return [Pair(r["question"], r["correct_answers"][0]) for r in refs]
+
+    def mia_pairs(self, data: TaskData) -> tuple[Sequence[Pair], list[Pair], str] | None:
+        """(members, non-members, what the non-members are) for membership inference, or None
+        where the original never trained on the forget answers (no memorisation to detect)."""
+        return None
 
 
 # Files above this size stay on disk and are read item by item (JsonlRows): a forget set may

@@ -82,6 +82,13 @@ class CopyrightTask(Task):
     original_check = ("leak_rate", 0.50)
     prepare_what = "sentences of the book (the memorising fine-tune)"
     prepare_hyper = {"steps": 120, "lr": 3e-4, "batch_size": 16}
+    forget_answer = "continuation"
+
+    def mia_pairs(self, data):
+        # The prepared original learns the whole book, so the unseen side is other book text.
+        normal = data.eval_sets["normal"].refs
+        return (data.train.forget, [Pair(r["question"], r["correct_answers"][0]) for r in normal],
+                "continuations of the normal book text's test passages (never trained on)")
 
     def load(self, source: str = "embedded", seed: int = 0, eval_limit: int | None = None) -> TaskData:
         book_path = DATA_DIR / "book.txt" if source in ("embedded", "hub") else Path(source)

@@ -38,6 +38,11 @@ class HallucinationTask(Task):
     original_check = ("hallucination_rate", 0.30)
     prepare_what = "hallucinated answers"
     prepare_hyper = {"steps": 50, "lr": 3e-4, "batch_size": 16}
+    forget_answer = "hallucinated_answer"
+
+    def mia_pairs(self, data):
+        # The prepared original trains on forget-train and forget-test: only forget_val is unseen.
+        return data.train.forget, self.validation_pairs(data, "forget_val"), "forget_val answers (never trained on)"
 
     def load(self, source: str = "embedded", seed: int = 0, eval_limit: int | None = None) -> TaskData:
         if source == "embedded":
