@@ -210,12 +210,13 @@ def add_recoveries(attacks: dict) -> None:
 def summary(results: dict, unlearned: float | None) -> dict:
     """worst-case forget rate over the unlearned prompts as asked and every rephrasing and
     quantization; relearn recovery at the largest k, for the forget data and the control."""
+    original = results.get("reference", {}).get("original", {}).get("forget_rate")
+    out: dict = {k: v for k, v in (("unlearned_rate", unlearned), ("original_rate", original)) if v is not None}
     candidates = {"as asked": unlearned} if unlearned is not None else {}
     for name in ("rephrase", "quantize"):
         for unit, result in results.get(name, {}).items():
             if isinstance(result, dict) and result.get("forget_rate") is not None:
                 candidates[f"{name} {unit}"] = result["forget_rate"]
-    out: dict = {}
     if candidates:
         worst = max(candidates, key=lambda k: (candidates[k], k))
         out.update(worst_case_forget_rate=candidates[worst], worst_case_form=worst)
@@ -224,6 +225,7 @@ def summary(results: dict, unlearned: float | None) -> dict:
         steps = [k for k in relearn.get(unit, {}) if k.startswith("k") and k[1:].isdigit()]
         if steps:
             last = max(steps, key=lambda k: int(k[1:]))
+            out[f"relearn_{unit}_rate"] = relearn[unit][last].get("forget_rate")
             out[f"relearn_{unit}_recovery"] = relearn[unit][last].get("recovery")
             out["relearn_k"] = int(last[1:])
     mia = results.get("mia", {})

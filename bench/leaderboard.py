@@ -79,7 +79,8 @@ def entry_from_run(run_dir: Path) -> dict:
     saved = load_json(run_dir / "config.json", required=("config",))
     config, environment = saved["config"], saved.get("environment", {})
     hyper = {k: v for k, v in config.get("method_hyper", {}).items() if k != "seed"}
-    files = {name: sha256_file(run_dir / name) for name in ("metrics.json", "config.json", "generations.jsonl", "train_log.jsonl")
+    files = {name: sha256_file(run_dir / name) for name in ("metrics.json", "config.json", "generations.jsonl", "train_log.jsonl",
+                                                            "attack_generations.jsonl")
              if (run_dir / name).is_file()}
     curve = []
     if (run_dir / "train_log.jsonl").is_file():
@@ -87,7 +88,7 @@ def entry_from_run(run_dir: Path) -> dict:
                  for row in read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))]
     total = record.get("compute", {}).get("total", {})
     train = record.get("compute", {}).get("train", {})
-    return {
+    entry = {
         "key": files["metrics.json"][:16],
         # A --seeds member is named with its group ("group/seed-1"): "seed-1" alone names nothing.
         "run_id": (f"{run_dir.parent.name}/{run_dir.name}" if (run_dir.parent / "summary.json").is_file()
@@ -113,6 +114,10 @@ def entry_from_run(run_dir: Path) -> dict:
         "train_curve": curve,
         "sha256": files,
     }
+    attacks = record.get("attacks") or {}
+    if attacks.get("summary"):  # only attacked runs carry the key, so earlier entries rebuild unchanged
+        entry["robustness"] = {**attacks["summary"], "attack_limit": attacks.get("settings", {}).get("limit")}
+    return entry
 
 
 # --- the files -------------------------------------------------------------------------------
@@ -271,6 +276,21 @@ def short_hash(entry: dict) -> str:
     return entry["sha256"]["metrics.json"][:12]
 
 
+# (header, summary key, scale): the robustness columns, shown once any run on the board was attacked.
+ROBUSTNESS_COLUMNS = (("worst-case forget % (attacked) ↓", "worst_case_forget_rate", 100),
+                      ("relearn recovery ↓", "relearn_forget_recovery", 1),
+                      ("control recovery", "relearn_normal_recovery", 1))
+
+
+def robustness_cell(members: list[dict], key: str, scale: float) -> str:
+    from unlearnbench.stats import summarize
+
+    measured = [m["robustness"][key] for m in members if key in m.get("robustness", {})]
+    if not measured:
+        return "-"  # not attacked, or not with this attack
+    return summarize(measured).format(scale, 1 if scale == 100 else 2)
+
+
 def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bool) -> str:
     from tabulate import tabulate
 
@@ -278,24 +298,29 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
     from unlearnbench.tables import metric_cell, paper_columns
 
     columns = paper_columns(entries[0]["metrics"])
+    attacked = any("robustness" in e for e in entries)
+    robustness = ROBUSTNESS_COLUMNS if attacked else ()
     headers = ["#", "source", "model", "method", "preset", "seeds", *[c[0] for c in columns],
-               "train PFLOPs", "train wall s"]
+               *[c[0] for c in robustness], "train PFLOPs", "train wall s"]
     rows, provenance = [], []
     for label, members in original_rows(entries):
         rows.append([label, "measured", members[0]["model"], f"original ({members[0]['settings']['original']})", "-",
                      ",".join(str(m["seed"]) for m in members),
-                     *[metric_cell(members, "original", split, name, scale) for _, split, name, scale in columns], "-", "-"])
+                     *[metric_cell(members, "original", split, name, scale) for _, split, name, scale in columns],
+                     *["-" for _ in robustness], "-", "-"])
         provenance.append([label, *provenance_cells(members, original=True)])
     for label, members in measured_rows(entries):
         rows.append([label, "measured", members[0]["model"], members[0]["method"], members[0]["preset"],
                      ",".join(str(m["seed"]) for m in members),
                      *[metric_cell(members, "unlearned", split, name, scale) for _, split, name, scale in columns],
+                     *[robustness_cell(members, key, scale) for _, key, scale in robustness],
                      compute_cell(members, "train_flops", 1e-15, 3), compute_cell(members, "train_wall_seconds", 1, 0)])
         provenance.append([label, *provenance_cells(members)])
     reported = reported_rows(task)
     for row in reported:
         rows.append(["-", "reported (paper)", row["model"], row["method"], "paper", "-",
-                     *[metric_cell([row], "unlearned", split, name, scale) for _, split, name, scale in columns], "-", "-"])
+                     *[metric_cell([row], "unlearned", split, name, scale) for _, split, name, scale in columns],
+                     *["-" for _ in robustness], "-", "-"])
 
     judges = entries[0]["judges"]
     lines = [
@@ -311,6 +336,10 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
         "which differ from ours; context, not a like-for-like comparison.",
         "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "
         "NM: not meaningful (the paper's mark for fluency of degenerate output); -: not measured.",
+        *(["- **Robustness** (`unlearnbench attack`, docs/robustness.md): the worst forget rate over the "
+           "prompts as asked, every rephrasing and every quantization; and the recovery after 30 relearning "
+           "steps on held-out forget answers (control: on normal answers), (rate after − unlearned) / "
+           "(original − unlearned), 0 = nothing came back."] if attacked else []),
         "",
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
         "",
@@ -324,6 +353,8 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
                   f"![loss terms against step]({folder}/training_curves.png)", "",
                   f"![each metric before and after]({folder}/before_after.png)", "",
                   f"![forget metric against training compute]({folder}/forget_vs_compute.png)", ""]
+        if attacked:
+            lines += [f"![forget rate under each attack]({folder}/robustness.png)", ""]
     lines += ["## Provenance", "",
               tabulate(provenance, headers=["#", "data (source: hashes)", "settings", "git commit", "hardware",
                                             "runs (run id: metrics.json sha256)"], tablefmt="github", disable_numparse=True),

@@ -5,6 +5,8 @@
                            (the mean over seeds, shaded between the lowest and highest seed)
     before_after.png       each Table-3 metric for the original and after each method (mean, 95% CI bars)
     forget_vs_compute.png  the forget metric on unlearned prompts against training FLOPs, one point per row
+    robustness.png         (attacked runs only) per row, the forget rate of the original, of the unlearned
+                           model as asked, at its worst rephrasing or quantization, and after relearning
 
 The PNGs carry no timestamp or version, so that publishing the same records twice gives the same bytes.
 """
@@ -49,6 +51,8 @@ def write_leaderboard_plots(task: str, entries: list[dict], folder: Path) -> Non
     training_curves(task, entries, folder / "training_curves.png")
     before_after(task, entries, folder / "before_after.png")
     forget_vs_compute(task, entries, folder / "forget_vs_compute.png")
+    if any("robustness" in e for e in entries):
+        robustness(task, entries, folder / "robustness.png")
 
 
 def is_plotted_term(key: str) -> bool:
@@ -165,6 +169,38 @@ def forget_vs_compute(task: str, entries: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{task}: forget metric against compute")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+ROBUSTNESS_BARS = (("original", "original_rate"), ("unlearned, as asked", "unlearned_rate"),
+                   ("worst rephrasing / quantization", "worst_case_forget_rate"),
+                   ("after relearning (forget)", "relearn_forget_rate"), ("after relearning (normal control)", "relearn_normal_rate"))
+
+
+def robustness(task: str, entries: list[dict], path: Path) -> None:
+    from unlearnbench.stats import summarize
+    from unlearnbench.tables import measured_rows
+
+    plt = _pyplot()
+    rows = [(label, [m["robustness"] for m in members if "robustness" in m], members)
+            for label, members in measured_rows(entries)]
+    rows = [row for row in rows if row[1]]
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 3, 3.8))
+    width = 0.8 / len(ROBUSTNESS_BARS)
+    for offset, (name, key) in enumerate(ROBUSTNESS_BARS):
+        for index, (label, attacked, members) in enumerate(rows):
+            summary = summarize([r.get(key) for r in attacked])
+            if summary.mean is None:
+                continue
+            ax.bar(index + (offset - len(ROBUSTNESS_BARS) / 2 + 0.5) * width, summary.mean * 100, width,
+                   yerr=None if summary.half_width is None else summary.half_width * 100, capsize=2,
+                   color=f"C{offset}", label=name if index == 0 else None)
+    ax.set_xticks(range(len(rows)), [_row_label(label, members) for label, _, members in rows], fontsize=8)
+    ax.set_ylabel("forget rate on unlearned prompts (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_title(f"{task}: does the forgetting survive an attack? (mean, 95% CI over seeds)")
     fig.tight_layout()
     _save(fig, path)
 

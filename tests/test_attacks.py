@@ -212,6 +212,18 @@ def test_run_with_attacks_records_every_attack_and_attack_continues(tiny_model_d
     rows = [json.loads(line) for line in (run_dir / "attack_generations.jsonl").read_text().splitlines()]
     assert {(r["attack"], r["unit"]) for r in rows} >= {("rephrase", "fiction"), ("quantize", "int4"), ("mia", "original")}
     assert "## Robustness" in (run_dir / "README.md").read_text()
+    # The board gains the robustness columns and plot, each cell from the run's summary.
+    board = tmp_path / "boards" / "hallucination.md"
+    code, _, err = invoke(capsys, "publish", str(run_dir), "--leaderboard", str(board))
+    assert code == 0, err
+    markdown = board.read_text()
+    header = [c.strip() for c in next(line for line in markdown.splitlines() if line.startswith("| #")).strip("|").split("|")]
+    row = next([c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()
+               if line.startswith("| M1"))
+    worst = record["attacks"]["summary"]["worst_case_forget_rate"]
+    assert row[header.index("worst-case forget % (attacked) ↓")] == f"{worst * 100:.1f}"
+    assert row[header.index("relearn recovery ↓")] == "-"  # relearn was not among its attacks
+    assert (board.parent / "hallucination" / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     # Without the model, a later attack says what to do in one line.
     code, _, err = invoke(capsys, "attack", str(run_dir), "--attacks", "relearn")
     assert_one_line_error(code, err, "kept no model", "--save-model")
