@@ -263,3 +263,28 @@ def test_bad_attack_input_is_one_line(tmp_path, capsys):
     assert_one_line_error(code, err, "Did you mean 'quantize'")
     code, _, err = invoke(capsys, "attack", str(tmp_path))
     assert_one_line_error(code, err, "not a run folder")
+
+
+def test_an_eval_record_is_attacked_through_its_model_and_reference(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "eval", "--model", str(tiny_model_dir), "--reference", str(tiny_model_dir),
+                          "--limit", "2", "--max-new-tokens", "3", "--output-dir", str(tmp_path), "--run-name", "ev")
+    assert code == 0, err
+    code, _, err = invoke(capsys, "attack", str(tmp_path / "ev"), "--attacks", "quantize", "--limit", "2")
+    assert code == 0, err
+    results = json.loads((tmp_path / "ev" / "metrics.json").read_text())["attacks"]["results"]
+    assert set(results["reference"]) == {"unlearned", "original"} and set(results["quantize"]) == {"int8", "int4", "bf16"}
+    # the same model as its own reference: the reference rates agree item for item
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "attack_generations.jsonl").read_text().splitlines()]
+    assert [r["output"] for r in rows if r["unit"] == "unlearned"] == [r["output"] for r in rows if r["unit"] == "original"]
+
+
+def test_an_unfinished_run_is_not_attacked(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
+                          "--original", "base", "--max-new-tokens", "3", "--output-dir", str(tmp_path), "--run-name", "r")
+    assert code == 0, err
+    metrics = tmp_path / "r" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"status": "completed"', '"status": "interrupted"'))
+    before = metrics.read_bytes()
+    code, _, err = invoke(capsys, "attack", str(tmp_path / "r"))
+    assert_one_line_error(code, err, "status 'interrupted'")
+    assert metrics.read_bytes() == before
