@@ -110,6 +110,13 @@ def cli():
 @click.option("--eval-every", type=int, default=0, show_default=True,
               help="score the forget and utility metrics on the validation split every K steps (eval_log.jsonl)")
 @click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
+@click.option("--select", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="best: keep the step --eval-every found best under the selection rule (lowest forget_val rate within "
+                   "the two limits), not the last")
+@click.option("--max-utility-drop", type=float, default=0.10, show_default=True,
+              help="--select best: largest relative fall of normal_val utility")
+@click.option("--max-degenerate", type=float, default=0.10, show_default=True,
+              help="--select best: largest degenerate rate on forget_val")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="continue an interrupted or failed run from its folder, with its recorded options")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
@@ -118,7 +125,7 @@ def cli():
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
         checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds, eval_every,
-        eval_limit, save_model, attacks):
+        eval_limit, save_model, attacks, select, max_utility_drop, max_degenerate):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -153,7 +160,8 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,
                        harm_judge=harm_judge, similarity_judge=similarity_judge,
                        keep_checkpoint=keep_checkpoint, eval_every=eval_every, eval_limit=eval_limit,
-                       save_model=save_model, attacks=_attack_names(attacks) if attacks else ())
+                       save_model=save_model, attacks=_attack_names(attacks) if attacks else (), select=select,
+                       max_utility_drop=max_utility_drop, max_degenerate=max_degenerate)
     if seeds is not None:
         _run_seeds_and_report(config, seeds)
     else:

@@ -37,6 +37,9 @@ class RunConfig:
     attacks: tuple[str, ...] = ()  # attacks to run on the unlearned model once the run completes
     eval_every: int = 0  # score the validation slice every K training steps (0: never)
     eval_limit: int = 32  # prompts per validation set scored along training
+    select: str = "last"  # "best": keep the best evaluated step under the selection rule (bench/selection.py)
+    max_utility_drop: float = 0.10  # the rule's limits, for --select best
+    max_degenerate: float = 0.10
 
 
 def resolve_config(config: RunConfig):
@@ -57,6 +60,12 @@ def resolve_config(config: RunConfig):
         raise BenchError(f"--checkpoint-every must be >= 0, got {config.checkpoint_every}")
     if config.eval_every < 0 or config.eval_limit < 1:
         raise BenchError(f"--eval-every must be >= 0 and --eval-limit >= 1, got {config.eval_every} and {config.eval_limit}")
+    if config.select not in ("last", "best"):
+        raise BenchError(f"--select must be last or best, got {config.select!r}")
+    if config.select == "best" and not config.eval_every:
+        raise BenchError("--select best chooses among the steps --eval-every evaluates: give --eval-every K too")
+    if not (0 <= config.max_utility_drop and 0 <= config.max_degenerate <= 1):
+        raise BenchError("--max-utility-drop must be >= 0 and --max-degenerate between 0 and 1")
     if config.eval_every and not method.monitors_training:
         raise BenchError(f"--eval-every is not available for {config.method} yet: its training loop is its own")
     if config.original not in ("auto", "base", "prepared"):

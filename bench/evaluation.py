@@ -154,14 +154,26 @@ class ValidationMonitor:
     suite's count), the training wall seconds so far (without the time spent here), and every
     metric as "<set>/<metric>". Only validation prompts are used: the test sets decide nothing.
     `compute` is what the evaluations cost, a phase of its own in the run's record.
+
+    With `select` (limits with max_utility_drop and max_degenerate: `run --select best`), the
+    weights of the best step after step 0 under the selection rule (bench/selection.py) are kept
+    in `best_dir`, and `finish` puts them back into the model when training ends.
     """
 
     def __init__(self, evaluator: Evaluator, validation_sets: dict, every: int, limit: int, steps: int,
-                 parameters: int, lora: bool, path):
+                 parameters: int, lora: bool, path, select=None, best_dir=None):
+        import json
+
         from unlearnbench.compute import PhaseCompute
         from unlearnbench.tasks import EvalSet
 
         self.evaluator, self.every, self.steps, self.path = evaluator, every, steps, path
+        self.select, self.best_dir = select, best_dir
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        self.first = rows[0] if rows else None  # a resumed run keeps its step-0 row
+        best_file = best_dir / "best.json" if best_dir is not None else None
+        self.best = json.loads(best_file.read_text()) if best_file is not None and best_file.is_file() else None
+        self.selected = None  # what `finish` selected
         self.sets = {name: EvalSet(name, s.refs[:limit], s.metrics) for name, s in validation_sets.items()}
         self.parameters, self.lora = parameters, lora
         self.compute = PhaseCompute()
@@ -186,5 +198,42 @@ class ValidationMonitor:
         model.train(was_training)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
+        self.first = self.first or row
+        if self.select is not None and step > 0:
+            self.keep_if_best(step, row, model)
         self.compute.wall_seconds += time.perf_counter() - began
         self.compute.cpu_seconds += time.process_time() - began_cpu
+
+    def keep_if_best(self, step: int, row: dict, model) -> None:
+        import json
+        import os
+
+        from safetensors.torch import save_model
+
+        from unlearnbench.records import write_json
+        from unlearnbench.selection import best, outcome
+
+        result = {"step": step, **outcome(self.first, row)}
+        if best([r for r in (self.best, result) if r is not None], self.select, order="step") is not result:
+            return
+        self.best_dir.mkdir(parents=True, exist_ok=True)
+        # Written beside and renamed, so that best.json never names weights that are half on disk.
+        save_model(model, str(self.best_dir / "model.safetensors.tmp"))
+        os.replace(self.best_dir / "model.safetensors.tmp", self.best_dir / "model.safetensors")
+        write_json(self.best_dir / "best.json", result)
+        self.best = json.loads(json.dumps(result))
+
+    def finish(self, model) -> None:
+        """With `select`: put the selected step's weights back, and say what was selected in `selected`."""
+        if self.select is None:
+            return
+        from safetensors.torch import load_model
+
+        from unlearnbench.selection import rule
+
+        if self.best is None:
+            self.selected = {"rule": rule(self.select), "step": None,
+                             "note": "no step after step 0 was within both limits; the last step's model is kept"}
+            return
+        load_model(model, str(self.best_dir / "model.safetensors"))
+        self.selected = {"rule": rule(self.select), **self.best}

@@ -165,6 +165,7 @@ class Pipeline:
         self.record.status = "completed"
         if self.method is not None and not self.config.keep_checkpoint:
             shutil.rmtree(self.run_dir / "checkpoint", ignore_errors=True)
+            shutil.rmtree(self.run_dir / "best", ignore_errors=True)
             (self.record.train or {}).pop("checkpoint_step", None)
         self.save()
 
@@ -306,6 +307,8 @@ class Pipeline:
                 self.move_monitor_compute(monitor)
         record.train = {**(record.train or {}), "steps": result.steps, "trainable_parameters": result.trainable_parameters,
                         **result.record}
+        if monitor is not None and monitor.selected is not None:
+            record.train["selected"] = monitor.selected
         self.save()
         return result
 
@@ -340,5 +343,9 @@ class Pipeline:
                 if line.strip() and json.loads(line)["step"] <= done]
         path.write_text("".join(line + "\n" for line in kept))
         self.record.files = {**(self.record.files or {}), "eval_log": "eval_log.jsonl"}
+        best_dir = self.run_dir / "best"
+        if (best_dir / "best.json").is_file() and json.loads((best_dir / "best.json").read_text())["step"] > done:
+            shutil.rmtree(best_dir)  # kept after the checkpoint the run resumes from: those steps run again
         return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
-                                 self.method.config.steps, loaded.num_parameters, self.method.config.lora, path)
+                                 self.method.config.steps, loaded.num_parameters, self.method.config.lora, path,
+                                 select=config if config.select == "best" else None, best_dir=best_dir)

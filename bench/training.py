@@ -349,6 +349,8 @@ def train(method, model, tokenizer, data: TrainData, template: Template, log, ac
         ):
             checkpointing.save(accelerator, step_index, so_far())
 
+    if hasattr(monitor, "finish"):  # --select best puts the kept step's weights back, before LoRA is merged
+        monitor.finish(accelerator.unwrap_model(model))
     reference_tokens = reference_tokens()
     if accelerator.num_processes > 1:
         counts = accelerator.reduce(torch.tensor([trained_tokens, reference_tokens], device=accelerator.device), "sum")

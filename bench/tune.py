@@ -4,7 +4,7 @@
 
 Each trial is an ordinary run (a folder in the tune's group folder) with `--eval-every` set to
 its step count, so its eval_log.jsonl holds the validation scores before and after training.
-The objective reads those rows only, never a test set:
+The objective reads those rows only, never a test set, by the rule of bench/selection.py:
 
     forget       = the forget rate on forget_val after training
     utility drop = 1 − utility(normal_val, after) / utility(normal_val, before)
@@ -23,9 +23,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from unlearnbench import selection
 from unlearnbench.errors import BenchError
-
-FORGET_RATES = ("harmful_rate", "hallucination_rate", "leak_rate")
 
 
 @dataclasses.dataclass
@@ -39,13 +38,15 @@ class TuneConfig:
 def outcome(eval_log: Path) -> dict:
     """The objective's inputs from a finished trial's eval_log.jsonl (validation rows only)."""
     rows = [json.loads(line) for line in eval_log.read_text().splitlines() if line.strip()]
-    first, last = rows[0], rows[-1]
-    rate = next(f"forget_val/{m}" for m in FORGET_RATES if f"forget_val/{m}" in last)
-    before, after = first["normal_val/utility"], last["normal_val/utility"]
-    drop = 1 - after / before if before > 0 else float(after < before)
-    return {"forget": last[rate], "forget_before": first[rate], "utility": after, "utility_before": before,
-            "utility_drop": drop, "degenerate": last["forget_val/degenerate_rate"],
-            "train_flops": last["train_flops"], "train_seconds": last["train_seconds"]}
+    return selection.outcome(rows[0], rows[-1])
+
+
+def feasible(result: dict, config: TuneConfig) -> bool:
+    return selection.feasible(result, config)
+
+
+def select(results: list[dict], config: TuneConfig) -> dict | None:
+    return selection.best(results, config, order="trial")
 
 
 def suggest(trial, space: dict) -> dict:
@@ -56,16 +57,6 @@ def suggest(trial, space: dict) -> dict:
         else:
             params[name] = trial.suggest_float(name, low, high, log=kind == "log")
     return params
-
-
-def feasible(result: dict, config: TuneConfig) -> bool:
-    return result["utility_drop"] <= config.max_utility_drop and result["degenerate"] <= config.max_degenerate
-
-
-def select(results: list[dict], config: TuneConfig) -> dict | None:
-    """The rule: the lowest forget rate among trials within both limits; ties go to utility."""
-    candidates = [r for r in results if feasible(r, config)]
-    return min(candidates, key=lambda r: (r["forget"], -r["utility"], r["trial"])) if candidates else None
 
 
 def tune(config: TuneConfig, group: Path) -> dict:
@@ -126,9 +117,7 @@ def summarise(study, config: TuneConfig, group: Path, space: dict) -> dict:
         "method": base.method, "task": base.task, "model": base.model, "seed": base.seed,
         "trials": len(results), "search_space": {k: list(v) for k, v in space.items()},
         "fixed": base.hyper, "sampler": f"optuna TPESampler(seed={base.seed}), constraints: the two limits",
-        "rule": (f"lowest forget rate on forget_val such that utility on normal_val falls by at most "
-                 f"{config.max_utility_drop:.0%} (relative) and the degenerate rate on forget_val is at most "
-                 f"{config.max_degenerate:.0%}; validation split only"),
+        "rule": selection.rule(config),
         "selected": chosen, "results": results,
     }
     (group / "tune.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from conftest import assert_one_line_error, invoke, loss_interrupted_at
 
 from unlearnbench import registry
@@ -73,3 +75,35 @@ def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, t
     assert flops == sorted(flops) and len(set(flops)) == len(flops)
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["compute"]["eval_along_training"]
     assert resumed["tokens"] > cut["tokens"]  # both attempts' evaluations add up
+
+
+def test_select_best_keeps_the_best_steps_weights(tiny_model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    common = ["--method", "ga", "--model", str(tiny_model_dir), "--limit", "2", "--original", "base",
+              "--max-new-tokens", "3", "--eval-limit", "2", "--output-dir", str(tmp_path), "--save-model",
+              "--checkpoint-every", "0"]
+    # Every step ties on the tiny model (all outputs degenerate, rates 0): the rule's tie-break
+    # keeps the earliest step after step 0, so the model is the one after step 1.
+    code, _, err = invoke(capsys, "run", *common, "--steps", "3", "--eval-every", "1", "--select", "best",
+                          "--max-degenerate", "1", "--run-name", "best")
+    assert code == 0, err
+    code, _, err = invoke(capsys, "run", *common, "--steps", "1", "--run-name", "one-step")
+    assert code == 0, err
+    selected = json.loads((tmp_path / "best" / "metrics.json").read_text())["train"]["selected"]
+    assert selected["step"] == 1 and "lowest forget rate on forget_val" in selected["rule"]
+    kept, one_step = (load_file(str(tmp_path / name / "model" / "model.safetensors")) for name in ("best", "one-step"))
+    assert kept.keys() == one_step.keys() and all(torch.equal(kept[k], one_step[k]) for k in kept)
+    assert not (tmp_path / "best" / "best").exists()  # the kept weights go with the checkpoint
+    # With the default limit on degeneracy no step qualifies, and the record says so.
+    code, _, err = invoke(capsys, "run", *common, "--steps", "2", "--eval-every", "1", "--select", "best",
+                          "--run-name", "none")
+    assert code == 0, err
+    selected = json.loads((tmp_path / "none" / "metrics.json").read_text())["train"]["selected"]
+    assert selected["step"] is None and "last step" in selected["note"]
+
+
+def test_select_best_needs_eval_every(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--select", "best", "--output-dir", str(tmp_path))
+    assert_one_line_error(code, err, "--eval-every")
+    assert list(tmp_path.iterdir()) == []
