@@ -347,5 +347,5 @@ class Pipeline:
         if (best_dir / "best.json").is_file() and json.loads((best_dir / "best.json").read_text())["step"] > done:
             shutil.rmtree(best_dir)  # kept after the checkpoint the run resumes from: those steps run again
         return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
-                                 self.method.config.steps, loaded.num_parameters, self.method.config.lora, path,
+                                 self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora, path,
                                  select=config if config.select == "best" else None, best_dir=best_dir)

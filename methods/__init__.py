@@ -178,6 +178,10 @@ class Method:
     def __init__(self, config: TrainConfig):
         self.config = config
 
+    def monitored_steps(self) -> int:
+        """The steps --eval-every counts: the monitor evaluates every K of them and after the last."""
+        return self.config.steps
+
     def check_data(self, data) -> None:
         """Refuse training data this method cannot use, before anything slow (ppo: preference pairs)."""
 

@@ -123,13 +123,16 @@ def greedy_reward(policy, prompts: list[list[int]], score, config, pad_id: int, 
 
 
 def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, pad_id: int, eos_id: int | None,
-              step_offset: int = 0, eval_prompts: list[list[int]] | None = None) -> dict:
+              step_offset: int = 0, eval_prompts: list[list[int]] | None = None, monitor=None,
+              tokens_before: tuple[int, int] = (0, 0)) -> dict:
     """PPO on `policy` in place, from prompts given as token ids; `score(ids, mask, last_index) -> [B]`.
 
     The reference is a frozen copy of `policy` as it comes in. Logs, per PPO step: the mean
     score (reward), the KL to the reference summed over the response (mean over rollouts), the
     policy and value losses, the clip fraction and approximate KL of the last update epoch.
     The greedy-reward checks on `eval_prompts` are an evaluation: their tokens are not counted.
+    `monitor` (--eval-every) is called before the first PPO step and after each, with the tokens
+    of the whole pipeline so far: `tokens_before` (SFT and reward model) plus PPO's own.
     """
     from transformers import GenerationConfig, get_linear_schedule_with_warmup
 
@@ -168,6 +171,8 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
 
     if eval_prompts:
         evaluate(0)
+    if monitor is not None:
+        monitor(0, policy, *tokens_before)
     progress = bar(range(1, config.rl_steps + 1), desc="ppo 3/3: PPO against the reward model", unit="step")
     for step in progress:
         started = time.perf_counter()
@@ -210,13 +215,14 @@ def ppo_train(policy, prompts: list[list[int]], score, config: PPOConfig, log, p
             row["greedy_reward"] = evaluate(step)  # after this step's update; outside ppo_seconds
         log(row)
         progress.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}")
+        if monitor is not None:
+            monitor(step, policy, tokens_before[0] + trained, tokens_before[1] + forward)
     policy.requires_grad_(False).eval()
     return {"trained_tokens": trained, "forward_tokens": forward,
             "trainable_parameters": sum(p.numel() for p in parameters), "greedy_reward": evaluations}
 
 
 class PPO(Method):
-    monitors_training = False  # its own three-stage loop does not call an evaluation monitor yet
     description = "the RLHF baseline: SFT on safe responses, a reward model, then PPO (harmful task)"
     name = "ppo"
     Config = PPOConfig
@@ -229,6 +235,9 @@ class PPO(Method):
                              "has: use --task harmful")
         if len(preferences) < 2 and self.config.reward_model is None:
             raise BenchError(f"ppo needs at least 2 preference pairs to train and check a reward model, got {len(preferences)}")
+
+    def monitored_steps(self) -> int:
+        return self.config.rl_steps  # --eval-every counts PPO steps; SFT and the reward model come first
 
     def check_resume(self) -> None:
         raise BenchError("ppo runs cannot be resumed: its three stages (SFT, reward model, PPO) are not "
@@ -289,11 +298,15 @@ class PPO(Method):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         held_out_prompts = set(list(dict.fromkeys(prompt for prompt, _, _ in held_out))[:c.eval_prompts])
         eval_ids = [ids for prompt, ids in zip(prompts, prompt_ids) if prompt in held_out_prompts]
+        evaluated = (monitor.compute.wall_seconds, monitor.compute.cpu_seconds) if monitor is not None else (0, 0)
         with measure(stages, "ppo") as phase:
             stats = ppo_train(policy, prompt_ids, lambda ids, mask, last: reward_scores(reward_model, ids, mask, last),
                               c, log, pad_id, tokenizer.eos_token_id, step_offset=c.sft_steps + rm["steps"],
-                              eval_prompts=eval_ids)
+                              eval_prompts=eval_ids, monitor=monitor, tokens_before=(totals["trained"], totals["forward"]))
             account(phase, stats["trained_tokens"], stats["forward_tokens"])
+        if monitor is not None:  # the evaluation along PPO is not PPO's time (the runner moves it out of "train")
+            stages["ppo"].wall_seconds -= monitor.compute.wall_seconds - evaluated[0]
+            stages["ppo"].cpu_seconds -= monitor.compute.cpu_seconds - evaluated[1]
         steps = c.sft_steps + rm["steps"] + c.rl_steps
         record["stages"] = {"sft_steps": c.sft_steps, "rm_steps": rm["steps"], "ppo_steps": c.rl_steps}
         record["greedy_reward"] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from conftest import assert_one_line_error, invoke, loss_interrupted_at
@@ -42,10 +43,24 @@ def test_bad_eval_every_is_one_line(tiny_model_dir, tmp_path, capsys):
     code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--eval-every", "-1",
                           "--output-dir", str(tmp_path))
     assert_one_line_error(code, err, "--eval-every must be >= 0")
-    code, _, err = invoke(capsys, "run", "--method", "ppo", "--task", "harmful", "--model", str(tiny_model_dir),
-                          "--eval-every", "2", "--output-dir", str(tmp_path))
-    assert_one_line_error(code, err, "--eval-every is not available for ppo")
     assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_ppo_is_evaluated_along_its_ppo_steps_from_the_flops_of_sft_and_the_reward_model(tiny_model_dir, tmp_path,
+                                                                                          capsys):
+    from test_ppo_method import ppo_args
+
+    code, _, err = invoke(capsys, *ppo_args(tiny_model_dir, tmp_path, "ppo", "--eval-every", "1", "--eval-limit", "2"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "ppo" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "ppo" / "eval_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # PPO steps
+    compute = record["compute"]
+    # the curve starts at what SFT and the reward model cost, and ends at the whole pipeline's FLOPs
+    assert rows[0]["train_flops"] == pytest.approx(compute["train:sft"]["flops"] + compute["train:reward_model"]["flops"])
+    assert rows[-1]["train_flops"] == pytest.approx(compute["train"]["flops"])
+    assert "forget_val/harmful_rate" in rows[0] and compute["eval_along_training"]["wall_seconds"] > 0
+    assert compute["train:ppo"]["wall_seconds"] <= compute["train"]["wall_seconds"]
 
 
 def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
