@@ -429,17 +429,30 @@ def validate_judges(output):
 @click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
 @click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--compare-id", help="folder name under --output-dir (default: time-compare-task-seed)")
-def compare(methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id):
+@click.option("--seeds", help="several seeds, e.g. 0,1,2: every method once per seed, rows are means")
+@click.option("--eval-every", type=int, default=0, show_default=True,
+              help="score forget_val and normal_val every K steps (ppo: PPO steps), for compute-to-target")
+@click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
+@click.option("--target", type=float, help="compute-to-target: the forget_val rate to reach  [default: ppo's final + --tolerance]")
+@click.option("--tolerance", type=float, default=0.05, show_default=True, help="added to ppo's final rate for the default target")
+def compare(methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id, seeds,
+            eval_every, eval_limit, target, tolerance):
     """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
     from unlearnbench.compare import compare as run_compare, parse_methods
     from unlearnbench.records import load_json
     from unlearnbench.config import RunConfig
 
+    from unlearnbench.multiseed import parse_seeds
+
     names = parse_methods(methods)
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if target is not None and not 0 <= target <= 1:
+        raise BenchError(f"--target is a forget rate between 0 and 1, got {target}")
     _quiet_libraries()
     config = RunConfig(task=task, model=model, data=data, seed=seed, hyper=_parse_set(sets), limit=limit,
-                       original=original, max_new_tokens=max_new_tokens, output_dir=output_dir)
-    folder = run_compare(config, names, compare_id)
+                       original=original, max_new_tokens=max_new_tokens, output_dir=output_dir,
+                       eval_every=eval_every, eval_limit=eval_limit)
+    folder = run_compare(config, names, compare_id, seeds=seed_list, target=target, tolerance=tolerance)
     click.echo((folder / "compare.md").read_text())
     failed = [r["method"] for r in load_json(folder / "compare.json")["rows"] if r.get("error")]
     if failed:

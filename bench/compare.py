@@ -8,6 +8,12 @@ Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; the
                                 and the compute as a % of the full ppo pipeline's (when ppo is compared)
     compare.png                 the forget rate on unlearned prompts against training FLOPs, one point per method
     ppo_training.png            ppo's rollout reward and KL to the SFT model per PPO step (when ppo is compared)
+    compute_to_target.png       with --eval-every: the forget rate on forget_val along training against FLOPs,
+                                and in compare.md the compute each method needs to reach a target rate as a
+                                share of ppo's (bench/compute_to_target.py)
+
+With several seeds (`--seeds 0,1,2`) each method's runs are <method>/seed-<s>/ and a row is the
+mean over its seeds.
 
 "sft" here is the paper's SFT row, SFT on the safe responses: the registered method `sft_safe`
 (the plain `sft` method fine-tunes on the forget pairs, the unsafe responses).
@@ -66,8 +72,10 @@ def split_overrides(hyper: dict, methods: list[str]) -> dict[str, dict]:
     return per_method
 
 
-def compare(base, methods: list[str], compare_id: str | None = None) -> Path:
-    """Run each method with `base` (a RunConfig: task, model, data, seed, limit...) into one folder."""
+def compare(base, methods: list[str], compare_id: str | None = None, seeds: list[int] | None = None,
+            target: float | None = None, tolerance: float = 0.05) -> Path:
+    """Run each method with `base` (a RunConfig: task, model, data, seed, limit...) into one folder,
+    once per seed of `seeds` (default: base's seed)."""
     from unlearnbench import runner
 
     per_method = split_overrides(base.hyper, methods)
@@ -83,16 +91,27 @@ def compare(base, methods: list[str], compare_id: str | None = None) -> Path:
         raise BenchError(f"compare folder '{folder}' exists already: choose another --compare-id") from exc
     except OSError as exc:
         raise BenchError(f"cannot write to '{folder}': {exc.strerror or exc}") from exc
+    seeds = seeds or [base.seed]
     outcomes = {}
     for m in methods:
-        config = dataclasses.replace(base, method=m, hyper=per_method[m], output_dir=str(folder), run_name=m)
-        try:
-            runner.run(config)
-            outcomes[m] = None
-        except BenchError as exc:  # diverged or failed: its record is kept and the table says so
-            outcomes[m] = str(exc)
-    write_comparison(folder, methods, outcomes)
+        for seed in seeds:
+            several = len(seeds) > 1
+            config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
+                                         output_dir=str(folder / m if several else folder),
+                                         run_name=f"seed-{seed}" if several else m)
+            try:
+                runner.run(config)
+            except BenchError as exc:  # diverged or failed: its record is kept and the table says so
+                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {exc}" if several else str(exc)]))
+    write_comparison(folder, methods, outcomes, target, tolerance)
     return folder
+
+
+def run_folders(folder: Path, method: str) -> list[Path]:
+    """A method's run folders in a comparison: <method>/ for one seed, <method>/seed-*/ for several."""
+    if (folder / method / "metrics.json").is_file():
+        return [folder / method]
+    return sorted(p.parent for p in (folder / method).glob("seed-*/metrics.json"))
 
 
 def ppo_reward_trend(train_log: list[dict], greedy: list | None = None, window: int = 10) -> dict | None:
@@ -124,24 +143,38 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
 
     from unlearnbench.run_folder import RunRecord
 
-    records = {m: RunRecord.load(folder / m).as_dict() for m in methods if (folder / m / "metrics.json").is_file()}
+    per_seed = {m: [RunRecord.load(d).as_dict() for d in run_folders(folder, m)] for m in methods}
+    records = {m: runs[0] for m, runs in per_seed.items() if runs}
     with_metrics = [r for r in records.values() if r.get("metrics", {}).get("original")]
     columns = paper_columns(with_metrics[0]["metrics"]) if with_metrics else []
     columns = [c for c in columns if c[2] != "similarity_to_original"]
-    base = records.get(BASELINE, {}).get("compute", {}).get("train", {})
+
+    def mean(values):
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    def train_of(m, key):
+        return mean([r.get("compute", {}).get("train", {}).get(key) for r in per_seed.get(m, [])])
+
+    base = {"flops": train_of(BASELINE, "flops"), "wall_seconds": train_of(BASELINE, "wall_seconds")}
     rows = []
     if with_metrics:
         first = with_metrics[0]
+        originals = [r for runs in per_seed.values() for r in runs if r.get("metrics", {}).get("original")]
+        by_seed = {r["config"].get("seed", 0): r for r in originals}  # each seed's original once
         rows.append({"method": f"original ({first.get('original', {}).get('kind', '?')})", "status": "-",
-                     "metrics": {h: _value(first["metrics"], "original", s, n) for h, s, n, _ in columns}})
+                     "metrics": {h: mean([_value(r["metrics"], "original", s, n) for r in by_seed.values()])
+                                 for h, s, n, _ in columns}})
     for m in methods:
-        record = records.get(m, {})
-        train = record.get("compute", {}).get("train", {})
-        flops, wall = train.get("flops"), train.get("wall_seconds")
-        row = {"method": m, "status": record.get("status", "missing"), "error": outcomes.get(m),
-               "metrics": {h: _value(record.get("metrics", {}), "unlearned", s, n) for h, s, n, _ in columns},
+        runs = per_seed.get(m, [])
+        statuses = sorted({r.get("status", "missing") for r in runs}) or ["missing"]
+        flops, wall = train_of(m, "flops"), train_of(m, "wall_seconds")
+        row = {"method": m, "status": statuses[0] if len(statuses) == 1 else "/".join(statuses), "seeds": len(runs),
+               "error": outcomes.get(m),
+               "metrics": {h: mean([_value(r.get("metrics", {}), "unlearned", s, n) for r in runs]) for h, s, n, _ in columns},
                "train_flops": flops, "train_wall_seconds": wall,
-               "stages": {k.split(":", 1)[1]: v for k, v in record.get("compute", {}).items() if k.startswith("train:")}}
+               "stages": {k.split(":", 1)[1]: v for k, v in records.get(m, {}).get("compute", {}).items()
+                          if k.startswith("train:")}}
         if base.get("flops") and flops is not None:
             row["flops_pct_of_ppo"] = 100.0 * flops / base["flops"]
         if base.get("wall_seconds") and wall is not None:
@@ -149,7 +182,7 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
         rows.append(row)
     greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {})
     trend = ppo_reward_trend(ppo_log, greedy.get("after_ppo_steps")) if ppo_log else None
-    return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base else None,
+    return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base.get("flops") else None,
             "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
             "ppo_reward": trend, "ppo_greedy_reward": greedy or None}
 
@@ -173,7 +206,9 @@ def markdown(result: dict) -> str:
                       cell(row.get("wall_pct_of_ppo"), 1, 1)])
     lines = [f"# Comparison in {result['folder']}", "",
              "Each method's unlearned model; the first row is the original they all start from. Compute is the "
-             "training phase only (ppo: SFT + reward model + PPO; FLOPs estimated as in bench/compute.py).", "",
+             "training phase only (ppo: SFT + reward model + PPO; FLOPs estimated as in bench/compute.py)."
+             + (" Each cell is the mean over the seeds (status: every seed's)." if any(r.get("seeds", 1) > 1 for r in
+                                                                                  result["rows"]) else ""), "",
              tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     failed = [r for r in result["rows"] if r.get("error")]
     lines += [f"- {r['method']}: {r['error']}" for r in failed]
@@ -224,13 +259,21 @@ def plot(result: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def write_comparison(folder: Path, methods: list[str], outcomes: dict) -> dict:
+def write_comparison(folder: Path, methods: list[str], outcomes: dict, target: float | None = None,
+                     tolerance: float = 0.05) -> dict:
+    from unlearnbench import compute_to_target as to_target
     from unlearnbench.records import atomic_write_text
 
-    ppo_log = read_jsonl_records(folder / BASELINE / "train_log.jsonl") if BASELINE in methods else None
+    ppo_runs = run_folders(folder, BASELINE) if BASELINE in methods else []
+    ppo_log = read_jsonl_records(ppo_runs[0] / "train_log.jsonl") if ppo_runs else None
     result = comparison(folder, methods, outcomes, ppo_log)
+    reached = to_target.compute_to_target({m: run_folders(folder, m) for m in methods}, target, tolerance)
+    if reached is not None:
+        result["compute_to_target"] = reached
     write_json(folder / "compare.json", result)
-    atomic_write_text(folder / "compare.md", markdown(result))
+    atomic_write_text(folder / "compare.md", markdown(result) + ("\n".join(to_target.markdown(reached)) if reached else ""))
+    if reached is not None and reached.get("target") is not None:
+        to_target.plot(reached, folder / "compute_to_target.png")
     plot(result, folder / "compare.png")
     if result.get("ppo_reward"):
         from unlearnbench.plots import ppo_training

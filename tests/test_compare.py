@@ -106,3 +106,49 @@ def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, ca
     greedy = json.loads((folder / "ppo" / "metrics.json").read_text())["train"]["greedy_reward"]
     assert [done for done, _ in greedy["after_ppo_steps"]] == [0, 2] and greedy["prompts"] >= 1
     assert "greedy reward on held-out prompts" in (folder / "compare.md").read_text()
+
+
+def fake_run(folder, seed, flops, rates, seconds=None):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"run_id": folder.name, "config": {"seed": seed}}))
+    seconds = seconds or [f / 1e10 for f in flops]
+    (folder / "eval_log.jsonl").write_text("".join(
+        json.dumps({"step": i, "train_flops": f, "train_seconds": s, "forget_val/harmful_rate": r}) + "\n"
+        for i, (f, s, r) in enumerate(zip(flops, seconds, rates))))
+    return folder
+
+
+def test_compute_to_target_pairs_each_seed_with_ppos(tmp_path):
+    from unlearnbench.compute_to_target import compute_to_target
+
+    runs = {"ppo": [fake_run(tmp_path / "ppo0", 0, [1e12, 2e12, 3e12], [0.9, 0.5, 0.1]),
+                    fake_run(tmp_path / "ppo1", 1, [1e12, 2e12, 3e12], [0.9, 0.6, 0.2])],
+            "unlearn": [fake_run(tmp_path / "u0", 0, [0, 1e11, 2e11], [0.9, 0.15, 0.1]),
+                        fake_run(tmp_path / "u1", 1, [0, 1e11, 2e11], [0.9, 0.3, 0.25])]}
+    result = compute_to_target(runs)
+    assert result["target"] == pytest.approx(0.2)  # ppo's final rates 0.1 and 0.2: mean 0.15, + 0.05
+    ppo, unlearn = result["methods"]["ppo"], result["methods"]["unlearn"]
+    assert ppo["reached"] == [0, 1] and ppo["flops"]["mean"] == 3e12  # seed 1 reaches exactly 0.2 at its last step
+    assert unlearn["reached"] == [0] and unlearn["not_reached"] == [1]
+    assert unlearn["flops_pct_of_ppo"]["mean"] == pytest.approx(100 * 1e11 / 3e12) and unlearn["paired_seeds"] == [0]
+    # a given target decides alone; unreachable for everyone, nothing is paired
+    strict = compute_to_target(runs, target=0.05)
+    assert strict["methods"]["ppo"]["reached"] == [] and "flops_pct_of_ppo" not in strict["methods"]["unlearn"]
+    assert compute_to_target({"ga": [tmp_path / "nowhere"]}) is None
+
+
+def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_dir, tmp_path, capsys):
+    code, out, err = invoke(capsys, "compare", "--methods", "ga,ppo", "--model", str(tiny_model_dir), "--limit", "2",
+                            "--original", "base", "--max-new-tokens", "3", "--seeds", "0,1", "--eval-every", "1",
+                            "--eval-limit", "2", "--output-dir", str(tmp_path), "--compare-id", "ctt",
+                            "--set", "steps=2", "--set", "ppo.sft_steps=1", "--set", "ppo.rm_steps=1",
+                            "--set", "ppo.response_length=3", "--set", "ppo.batch_size=2", "--set", "ppo.sft_batch_size=2",
+                            "--set", "ppo.rm_batch_size=2", "--task", "harmful")
+    assert code in (0, None), err
+    folder = tmp_path / "ctt"
+    assert sorted(p.name for p in (folder / "ga").iterdir()) == ["seed-0", "seed-1"]
+    result = json.loads((folder / "compare.json").read_text())
+    reached = result["compute_to_target"]
+    assert set(reached["methods"]) == {"ga", "ppo"} and reached["methods"]["ga"]["seeds"] == [0, 1]
+    assert next(r for r in result["rows"] if r["method"] == "ga")["seeds"] == 2
+    assert "## Compute to target" in out and (folder / "compute_to_target.png").read_bytes()[:4] == b"\x89PNG"

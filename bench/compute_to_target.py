@@ -1,0 +1,131 @@
+"""Compute-to-target: the training compute each method needs to bring its forget rate down to a
+target, as a share of ppo's: the measured form of the paper's "about 2% of RLHF's compute".
+
+It reads each run's eval_log.jsonl (`--eval-every K`: the forget rate on forget_val, with the
+training FLOPs and wall seconds so far, at every K-th step; ppo's curve starts at the cost of
+its SFT and reward-model stages):
+
+    reached(run)   = the first evaluated step whose forget_val rate ≤ target: its FLOPs and seconds
+    target         = --target, or ppo's final forget_val rate (mean over seeds) + tolerance
+    share(m, seed) = reached FLOPs of m / reached FLOPs of ppo, at the same seed (× 100%)
+
+Shares are reported as the mean ± 95% CI over the seeds where both reached the target; a seed
+where the method never got there counts as "not reached". A point is only as fine as K: the
+target is met somewhere between the evaluation before and the one that sees it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unlearnbench.attacks import FORGET_RATES
+
+BASELINE = "ppo"
+
+
+def curve(eval_log: Path) -> list[dict]:
+    """[{step, flops, seconds, rate}] from one run's eval_log.jsonl (forget_val's forget rate)."""
+    rows = [json.loads(line) for line in eval_log.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    rate = next((f"forget_val/{m}" for m in FORGET_RATES if f"forget_val/{m}" in rows[0]), None)
+    return [{"step": r["step"], "flops": r["train_flops"], "seconds": r["train_seconds"], "rate": r[rate]}
+            for r in rows] if rate else []
+
+
+def reached(points: list[dict], target: float) -> dict | None:
+    return next((p for p in points if p["rate"] <= target), None)
+
+
+def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, tolerance: float = 0.05) -> dict | None:
+    """Per method, compute to reach the target and its share of ppo's; None without eval logs.
+    `runs` maps a method to its run folders (one per seed, each with config.json)."""
+    from unlearnbench.stats import summarize
+
+    curves = {m: {seed_of(d): curve(d / "eval_log.jsonl") for d in dirs if (d / "eval_log.jsonl").is_file()}
+              for m, dirs in runs.items()}
+    curves = {m: {s: c for s, c in by_seed.items() if c} for m, by_seed in curves.items()}
+    curves = {m: by_seed for m, by_seed in curves.items() if by_seed}
+    if not curves:
+        return None
+    baseline = curves.get(BASELINE, {})
+    how = "given (--target)"
+    if target is None:
+        if not baseline:
+            return {"target": None, "note": "no target: give --target, or compare with ppo and --eval-every"}
+        finals = [c[-1]["rate"] for c in baseline.values()]
+        target = sum(finals) / len(finals) + tolerance
+        how = f"ppo's final forget_val rate, mean over {len(finals)} seed(s), + {tolerance}"
+    base_reached = {s: reached(c, target) for s, c in baseline.items()}
+    methods = {}
+    for method, by_seed in curves.items():
+        hits = {s: reached(c, target) for s, c in by_seed.items()}
+        row = {"seeds": sorted(by_seed), "reached": sorted(s for s, h in hits.items() if h),
+               "not_reached": sorted(s for s, h in hits.items() if not h),
+               "flops": summarize([h["flops"] for h in hits.values() if h]).__dict__,
+               "seconds": summarize([h["seconds"] for h in hits.values() if h]).__dict__}
+        paired = [s for s, h in hits.items() if h and base_reached.get(s) and base_reached[s]["flops"] > 0]
+        if paired:
+            row["flops_pct_of_ppo"] = summarize([100 * hits[s]["flops"] / base_reached[s]["flops"] for s in paired]).__dict__
+            row["seconds_pct_of_ppo"] = summarize([100 * hits[s]["seconds"] / base_reached[s]["seconds"]
+                                                   for s in paired if base_reached[s]["seconds"] > 0]).__dict__
+            row["paired_seeds"] = sorted(paired)
+        methods[method] = row
+    return {"target": target, "how": how, "methods": methods, "curves": curves}
+
+
+def seed_of(run_dir: Path) -> int:
+    return json.loads((run_dir / "config.json").read_text())["config"]["seed"]
+
+
+def cell(summary: dict | None, digits: int = 1, scale: float = 1.0) -> str:
+    from unlearnbench.stats import Summary
+
+    if not summary or summary.get("mean") is None:
+        return "-"
+    return Summary(**summary).format(scale, digits)
+
+
+def markdown(result: dict) -> list[str]:
+    from tabulate import tabulate
+
+    if result.get("target") is None:
+        return ["## Compute to target", "", result["note"], ""]
+    rows = []
+    for method, row in result["methods"].items():
+        rows.append([method, f"{len(row['reached'])} of {len(row['seeds'])}", cell(row["flops"], 3, 1e-12),
+                     cell(row.get("flops_pct_of_ppo")), cell(row["seconds"], 0), cell(row.get("seconds_pct_of_ppo"))])
+    return ["## Compute to target", "",
+            f"Target: forget_val rate ≤ {result['target']:.3f} ({result['how']}). Each cell is the mean ± 95% CI "
+            "over the seeds that reached it; a share of ppo's pairs each seed with ppo's same seed. Measured at "
+            "the --eval-every steps only.", "",
+            tabulate(rows, headers=["method", "seeds reached", "TFLOPs to target", "% of ppo's FLOPs",
+                                    "train s to target", "% of ppo's time"], tablefmt="github", disable_numparse=True),
+            "", "![forget rate on forget_val against training compute](compute_to_target.png)", ""]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Forget rate on forget_val against training FLOPs: per method the mean over seeds at each
+    evaluation, the band between the lowest and highest seed, and the target."""
+    from unlearnbench.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, by_seed in result["curves"].items():
+        length = min(len(c) for c in by_seed.values())
+        points = [[c[i] for c in by_seed.values()] for i in range(length)]
+        flops = [sum(p["flops"] for p in at) / len(at) for at in points]
+        rates = [[p["rate"] * 100 for p in at] for at in points]
+        line, = ax.plot(flops, [sum(r) / len(r) for r in rates], marker=".", label=f"{method} ({len(by_seed)} seed(s))")
+        ax.fill_between(flops, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.15)
+    if result.get("target") is not None:
+        ax.axhline(result["target"] * 100, color="grey", linestyle="--", linewidth=1, label="target")
+    ax.set_xscale("symlog", linthresh=1e12)
+    ax.set_xlabel("training compute (FLOPs, the suite's count; ppo includes SFT and the reward model)")
+    ax.set_ylabel("forget rate on forget_val (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("compute to target (mean over seeds; band: min–max)")
+    fig.tight_layout()
+    _save(fig, path)
