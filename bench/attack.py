@@ -131,7 +131,9 @@ def attack(run_dir, settings: AttackSettings) -> Path:
                             forget_metric=forget_metric_of(data.eval_sets["unlearned"]), lr=lr, limit=settings.limit,
                             seed=config.seed, parameters=loaded.num_parameters,
                             relearn_steps=tuple(sorted(settings.relearn_steps)),
-                            relearn_batch_size=settings.relearn_batch_size, count=count)
+                            relearn_batch_size=settings.relearn_batch_size, count=count,
+                            load_base=(lambda: models.load(config.model, trust_remote_code=config.trust_remote_code).model)
+                            if record.kind != "eval" and (record.original or {}).get("kind") == "prepared" else None)
     results = record.attacks.setdefault("results", {})
 
     def run_unit(name, unit, work):
@@ -229,7 +231,7 @@ def summary(results: dict, unlearned: float | None) -> dict:
             out[f"relearn_{unit}_recovery"] = relearn[unit][last].get("recovery")
             out["relearn_k"] = int(last[1:])
     mia = results.get("mia", {})
-    for model in ("original", "unlearned"):
+    for model in ("base", "original", "unlearned"):
         if isinstance(mia.get(model), dict) and "auc_min_k_plus_plus" in mia[model]:
             out[f"mia_auc_{model}"] = mia[model]["auc_min_k_plus_plus"]
     return out

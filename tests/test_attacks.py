@@ -288,3 +288,15 @@ def test_an_unfinished_run_is_not_attacked(tiny_model_dir, tmp_path, capsys):
     code, _, err = invoke(capsys, "attack", str(tmp_path / "r"))
     assert_one_line_error(code, err, "status 'interrupted'")
     assert metrics.read_bytes() == before
+
+
+def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_control(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
+                          "--original", "prepared", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
+                          "--run-name", "prepared", "--attacks", "mia")
+    assert code == 0, err
+    attacks = json.loads((tmp_path / "prepared" / "metrics.json").read_text())["attacks"]
+    assert list(attacks["results"]["mia"]) == ["base", "original", "unlearned"]
+    assert attacks["summary"]["mia_auc_base"] == attacks["results"]["mia"]["base"]["auc_min_k_plus_plus"]
+    # the prepared original learned the forget answers; the base model did not
+    assert attacks["results"]["mia"]["original"]["auc_loss"] > attacks["results"]["mia"]["base"]["auc_loss"]

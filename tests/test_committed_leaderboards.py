@@ -48,3 +48,26 @@ def test_republishing_the_committed_records_reproduces_the_leaderboard(board, tm
     assert copy.read_text() == without_plots
     for png in ("training_curves.png", "before_after.png", "forget_vs_compute.png"):
         assert (board.parent / board.stem / png).is_file()
+
+
+ROBUSTNESS_BOARDS = sorted((ROOT / "leaderboards" / "robustness").glob("*.md"))
+ROBUSTNESS_BOARDS = [b for b in ROBUSTNESS_BOARDS if b.name != "README.md"]
+
+
+@pytest.mark.parametrize("board", ROBUSTNESS_BOARDS, ids=[b.stem for b in ROBUSTNESS_BOARDS])
+def test_the_robustness_boards_rebuild_from_their_attacked_records(board, tmp_path):
+    records = json.loads(board.with_suffix(".records.json").read_text())
+    run_dirs = sorted((board.parent / "runs" / board.stem).iterdir())
+    assert len(run_dirs) == len(records["runs"]) and all("robustness" in e for e in records["runs"])
+    for entry, run_dir in zip(sorted(records["runs"], key=lambda e: e["run_id"]), run_dirs):
+        for name, digest in entry["sha256"].items():
+            assert hashlib.sha256((run_dir / name).read_bytes()).hexdigest() == digest, (run_dir, name)
+        summary = json.loads((run_dir / "metrics.json").read_text())["attacks"]["summary"]
+        assert {k: v for k, v in entry["robustness"].items() if k != "attack_limit"} == summary
+    copy = tmp_path / board.name
+    result = run_cli("publish", *map(str, run_dirs), "--leaderboard", str(copy), "--no-plots", timeout=300)
+    assert result.returncode == 0, result.stderr
+    committed = board.read_text()
+    without_plots = committed[:committed.index("## Plots")] + committed[committed.index("## Provenance"):]
+    assert copy.read_text() == without_plots
+    assert "worst-case forget % (attacked)" in committed and (board.parent / board.stem / "robustness.png").is_file()

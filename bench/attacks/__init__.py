@@ -61,6 +61,8 @@ class AttackContext:
     relearn_steps: tuple[int, ...] = (10, 30)
     relearn_batch_size: int = 4
     count: Callable[[int], None] = lambda tokens: None  # forward tokens, for the attack's FLOPs
+    # The model before any fine-tune of the run, where the original was prepared from it (else None).
+    load_base: Callable[[], object] | None = None
     _original: object = field(default=None, repr=False)
 
     def original(self):

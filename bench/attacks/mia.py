@@ -13,7 +13,9 @@ LOSS and zlib are negated so that for every score higher means "more likely a me
 reports the ROC AUC of each score separating members (forget-train answers) from non-members
 (answers of the same kind no model was trained on), for the original and the unlearned model.
 AUC 0.5: the forget set looks unseen. Well below 0.5: it looks *less* likely than unseen text,
-which is itself a trace of unlearning (the model singles those answers out).
+which is itself a trace of unlearning (the model singles those answers out). Where the original
+was prepared by fine-tuning, the base model it was prepared from is scored too: its AUC is what
+the two kinds of text alone give, before anything was learned.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class MembershipInference(Attack):
     description = "LOSS, zlib, Min-K% and Min-K%++ AUCs: forget-train answers against never-trained ones"
 
     def units(self, context) -> list[str]:
-        return ["original", "unlearned"] if context.task.mia_pairs(context.data) else []
+        if not context.task.mia_pairs(context.data):
+            return []
+        return (["base"] if context.load_base is not None else []) + ["original", "unlearned"]
 
     def skipped(self, context) -> str | None:
         if not context.task.mia_pairs(context.data):
@@ -94,7 +98,7 @@ class MembershipInference(Attack):
     def run_unit(self, unit: str, context):
         members, non_members, what = context.task.mia_pairs(context.data)
         members, non_members = members[: context.limit], non_members[: context.limit]
-        model = context.original() if unit == "original" else context.unlearned
+        model = {"base": context.load_base, "original": context.original, "unlearned": lambda: context.unlearned}[unit]()
         stats = {side: token_statistics(model, context.template, pairs, count=context.count)
                  for side, pairs in (("members", members), ("non_members", non_members))}
         scored = {side: [membership_scores(*s, p.answer) for s, p in zip(stats[side], pairs)]
