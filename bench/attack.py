@@ -220,7 +220,7 @@ def summary(results: dict, unlearned: float | None) -> dict:
             if isinstance(result, dict) and result.get("forget_rate") is not None:
                 candidates[f"{name} {unit}"] = result["forget_rate"]
     if candidates:
-        worst = max(candidates, key=lambda k: (candidates[k], k))
+        worst = max(candidates, key=lambda k: (candidates[k], k == "as asked", k))  # a tie names the prompts as asked
         out.update(worst_case_forget_rate=candidates[worst], worst_case_form=worst)
     relearn = results.get("relearn", {})
     for unit in ("forget", "normal"):

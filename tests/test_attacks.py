@@ -41,6 +41,10 @@ def test_summary_takes_the_worst_form_and_the_last_relearn_step():
     assert attacks["summary"]["relearn_forget_recovery"] == pytest.approx(0.75)  # (0.7 − 0.1) / 0.8
     assert attacks["summary"]["relearn_normal_recovery"] == pytest.approx(0.125)
     assert attacks["results"]["quantize"]["int4"]["recovery"] == pytest.approx(0.375)
+    attacks["results"]["rephrase"] = {"fiction": {"forget_rate": 0.1}}
+    attacks["results"]["quantize"] = {}
+    add_recoveries(attacks)
+    assert attacks["summary"]["worst_case_form"] == "as asked"  # no form did worse than the prompts as asked
 
 
 # ---- relearn --------------------------------------------------------------------------------------
