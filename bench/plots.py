@@ -196,7 +196,8 @@ def robustness(task: str, entries: list[dict], path: Path) -> None:
             ax.bar(index + (offset - len(ROBUSTNESS_BARS) / 2 + 0.5) * width, summary.mean * 100, width,
                    yerr=None if summary.half_width is None else summary.half_width * 100, capsize=2,
                    color=f"C{offset}", label=name if index == 0 else None)
-    ax.set_xticks(range(len(rows)), [_row_label(label, members) for label, _, members in rows], fontsize=8)
+    ax.set_xticks(range(len(rows)), [_row_label(label, members).replace(" (", "\n(") for label, _, members in rows],
+                  fontsize=8)
     ax.set_ylabel("forget rate on unlearned prompts (%)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
