@@ -294,7 +294,12 @@ def test_an_unfinished_run_is_not_attacked(tiny_model_dir, tmp_path, capsys):
     assert metrics.read_bytes() == before
 
 
-def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_control(tiny_model_dir, tmp_path, capsys):
+def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_control(tiny_model_dir, tmp_path, capsys,
+                                                                                     monkeypatch):
+    from unlearnbench.tasks.hallucination import HallucinationTask
+
+    # a short memorising fine-tune at a high rate: enough for the original to learn its answers
+    monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 6, "lr": 1e-2, "batch_size": 8})
     code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
                           "--original", "prepared", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
                           "--run-name", "prepared", "--attacks", "mia")

@@ -140,7 +140,7 @@ def test_compute_to_target_pairs_each_seed_with_ppos(tmp_path):
 def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_dir, tmp_path, capsys):
     # ppo's own evaluation along training is tested in test_eval_along_training; here two quick methods
     # and a given target (the default one needs ppo) exercise the layout, the table and the plot.
-    code, out, err = invoke(capsys, "compare", "--methods", "ga,npo", "--model", str(tiny_model_dir), "--limit", "2",
+    code, out, err = invoke(capsys, "compare", "--methods", "ga", "--model", str(tiny_model_dir), "--limit", "2",
                             "--original", "base", "--max-new-tokens", "3", "--seeds", "0,1", "--eval-every", "1",
                             "--eval-limit", "2", "--output-dir", str(tmp_path), "--compare-id", "ctt",
                             "--set", "steps=2", "--target", "0.5", "--task", "hallucination")
@@ -150,7 +150,7 @@ def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_
     result = json.loads((folder / "compare.json").read_text())
     reached = result["compute_to_target"]
     assert reached["target"] == 0.5 and reached["how"] == "given (--target)"
-    assert set(reached["methods"]) == {"ga", "npo"} and reached["methods"]["ga"]["seeds"] == [0, 1]
+    assert set(reached["methods"]) == {"ga"} and reached["methods"]["ga"]["seeds"] == [0, 1]
     ga = next(r for r in result["rows"] if r["method"] == "ga")
     runs = [json.loads((folder / "ga" / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)]
     assert ga["seeds"] == 2 and ga["train_flops"] == pytest.approx(sum(r["compute"]["train"]["flops"] for r in runs) / 2)
