@@ -307,6 +307,7 @@ class PPO(Method):
         if monitor is not None:  # the evaluation along PPO is not PPO's time (the runner moves it out of "train")
             stages["ppo"].wall_seconds -= monitor.compute.wall_seconds - evaluated[0]
             stages["ppo"].cpu_seconds -= monitor.compute.cpu_seconds - evaluated[1]
+            monitor.finish(policy)  # --select best: the kept PPO step's weights
         steps = c.sft_steps + rm["steps"] + c.rl_steps
         record["stages"] = {"sft_steps": c.sft_steps, "rm_steps": rm["steps"], "ppo_steps": c.rl_steps}
         record["greedy_reward"] = {

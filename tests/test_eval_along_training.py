@@ -50,7 +50,8 @@ def test_ppo_is_evaluated_along_its_ppo_steps_from_the_flops_of_sft_and_the_rewa
                                                                                           capsys):
     from test_ppo_method import ppo_args
 
-    code, _, err = invoke(capsys, *ppo_args(tiny_model_dir, tmp_path, "ppo", "--eval-every", "1", "--eval-limit", "2"))
+    code, _, err = invoke(capsys, *ppo_args(tiny_model_dir, tmp_path, "ppo", "--eval-every", "1", "--eval-limit", "2",
+                                            "--select", "best", "--max-degenerate", "1"))
     assert code == 0, err
     record = json.loads((tmp_path / "ppo" / "metrics.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "ppo" / "eval_log.jsonl").read_text().splitlines()]
@@ -61,6 +62,7 @@ def test_ppo_is_evaluated_along_its_ppo_steps_from_the_flops_of_sft_and_the_rewa
     assert rows[-1]["train_flops"] == pytest.approx(compute["train"]["flops"])
     assert "forget_val/harmful_rate" in rows[0] and compute["eval_along_training"]["wall_seconds"] > 0
     assert compute["train:ppo"]["wall_seconds"] <= compute["train"]["wall_seconds"]
+    assert record["train"]["selected"]["step"] in (1, 2)  # --select best chooses among the PPO steps
 
 
 def test_a_resumed_run_keeps_its_eval_log_up_to_the_checkpoint(tiny_model_dir, tmp_path, monkeypatch):

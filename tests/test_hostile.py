@@ -274,7 +274,12 @@ def test_real_signal_during_training(tiny_model_dir, out, signum):
         assert process.poll() is None, process.communicate()[1]
         time.sleep(0.1)
     process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # a run that ignored the signal must not outlive the test (it trains forever)
+            process.kill()
+            process.communicate()
     assert process.returncode == 130
     assert_one_line_error(process.returncode, err, "interrupted")
     kept = record(out, "signalled")
