@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/unlearnbench run --method unlearn --task hallucination
 
+# Tests run in TEST_WORKERS processes of one torch thread each (tests/conftest.py): much of a test
+# is single-threaded Python (imports, tokenising, subprocess start-up), which one worker per core overlaps.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/speed.py

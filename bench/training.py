@@ -57,6 +57,11 @@ class Checkpointing:
         return Path(self.directory) / "progress.json"
 
     def saved_step(self) -> int:
+        directory = Path(self.directory)
+        previous = directory.with_name(directory.name + ".old")
+        if not directory.exists() and (previous / "progress.json").is_file():
+            # killed between the two renames of `save`: the previous checkpoint is complete
+            previous.rename(directory)
         if not self.progress_file.is_file():
             return 0
         return int(load_json(self.progress_file, required=("step",))["step"])
@@ -80,6 +85,11 @@ class Checkpointing:
             if accelerator.is_main_process:
                 write_json(staging / "progress.json", {"step": step, "trained_tokens": tokens[0],
                                                        "reference_tokens": tokens[1]})
+                # The caller's log is persisted before the checkpoint is swapped in: a kill between
+                # the two then leaves a log that reaches past the checkpoint (resume drops the extra
+                # rows), never one that stops short of it.
+                if self.on_save is not None:
+                    self.on_save(step)
                 # Swap in the new checkpoint only once it is complete: a crash or a full disk
                 # mid-save leaves the previous checkpoint intact.
                 previous = directory.with_name(directory.name + ".old")
@@ -91,8 +101,6 @@ class Checkpointing:
             shutil.rmtree(staging, ignore_errors=True)
             raise BenchError(f"could not save the training checkpoint in {directory}: {exc.strerror or exc}") from exc
         accelerator.wait_for_everyone()
-        if self.on_save is not None and accelerator.is_main_process:
-            self.on_save(step)
 
     def load(self, accelerator) -> int:
         step = self.saved_step()

@@ -10,6 +10,10 @@ import sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["UNLEARNBENCH_QUIET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n N` each worker (and every CLI subprocess it starts) gets one thread:
+    # N workers of the default width would oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

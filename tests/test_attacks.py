@@ -300,7 +300,7 @@ def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_con
 
     # a short memorising fine-tune at a high rate: enough for the original to learn its answers
     monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 6, "lr": 1e-2, "batch_size": 8})
-    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "8",
                           "--original", "prepared", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
                           "--run-name", "prepared", "--attacks", "mia")
     assert code == 0, err

@@ -18,7 +18,7 @@ def read_jsonl(path):
 @pytest.mark.slow
 def test_cli_run_writes_a_complete_record(tmp_path, smol):
     result = run_cli("run", "--method", "unlearn", "--task", "hallucination", "--steps", "2", "--limit", "4",
-                     "--original", "base", "--output-dir", str(tmp_path), "--run-name", "e2e")
+                     "--max-new-tokens", "16", "--original", "base", "--output-dir", str(tmp_path), "--run-name", "e2e")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "e2e"
     assert "hallucination_rate" in result.stdout and str(run_dir) in result.stdout
@@ -48,7 +48,7 @@ def test_cli_run_writes_a_complete_record(tmp_path, smol):
 
 @pytest.mark.slow
 def test_ga_with_lora_runs(tmp_path, smol):
-    record_dir = runner.run(runner.RunConfig(method="ga", hyper={"steps": 2, "lora": True}, limit=2, original="base",
+    record_dir = runner.run(runner.RunConfig(method="ga", hyper={"steps": 2, "lora": True}, limit=2, original="base", max_new_tokens=8,
                                              output_dir=str(tmp_path), run_name="ga-lora"))
     metrics = json.loads((record_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
@@ -69,7 +69,7 @@ def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, smol, monkeypatch)
     monkeypatch.setattr(Unlearn, "seen", [], raising=False)
     monkeypatch.setattr(Unlearn, "loss", loss_turning_nan)
     with pytest.raises(TrainingDiverged, match="non-finite at step 2"):
-        runner.run(runner.RunConfig(hyper={"steps": 5}, limit=2, original="base", output_dir=str(tmp_path), run_name="nan"))
+        runner.run(runner.RunConfig(hyper={"steps": 5}, limit=2, original="base", max_new_tokens=8, output_dir=str(tmp_path), run_name="nan"))
     metrics = json.loads((tmp_path / "nan" / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and "step 2" in metrics["error"]
     assert "original" in metrics["metrics"]  # the before-evaluation survived

@@ -99,8 +99,8 @@ def test_interrupted_evaluation_does_not_regenerate_what_it_wrote(tiny_model_dir
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
-    args = ["--model", str(tiny_model_dir), "--steps", "60", "--lr", "1e-4", "--limit", "2", "--original", "base",
-            "--max-new-tokens", "4", "--checkpoint-every", "15", "--output-dir", str(tmp_path)]
+    args = ["--model", str(tiny_model_dir), "--steps", "20", "--lr", "1e-4", "--limit", "2", "--original", "base",
+            "--max-new-tokens", "4", "--checkpoint-every", "5", "--output-dir", str(tmp_path)]
     whole = run_cli("run", *args, "--run-name", "whole")
     assert whole.returncode == 0, whole.stderr
     process = popen_cli("run", *args, "--run-name", "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,11 +111,11 @@ def test_sigkill_mid_training_then_cli_resume(tiny_model_dir, tmp_path):
     process.send_signal(signal.SIGKILL)  # no handler, no final save: only what the checkpoint wrote
     process.wait(timeout=60)
     killed_at = json.loads(progress.read_text())["step"]
-    assert killed_at < 60
+    assert killed_at < 20
     resumed = run_cli("run", "--resume", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_jsonl(tmp_path / "killed" / "train_log.jsonl"), read_jsonl(tmp_path / "whole" / "train_log.jsonl")
-    assert [r["step"] for r in a] == list(range(1, 61))
+    assert [r["step"] for r in a] == list(range(1, 21))
     assert [r["total"] for r in a] == pytest.approx([r["total"] for r in b], rel=1e-5, abs=1e-6)
 
 
@@ -125,3 +125,23 @@ def test_resume_refuses_flags_and_completed_runs(tiny_model_dir, tmp_path, unint
     (tmp_path / "done" / "metrics.json").write_text(json.dumps({"run_id": "done", "status": "completed"}))
     assert_one_line_error(run_cli("run", "--resume", str(tmp_path / "done")), "already completed")
     assert_one_line_error(run_cli("run", "--resume", str(tmp_path / "done"), "--steps", "3"), "drop --steps")
+
+
+def test_the_log_is_saved_before_its_checkpoint_and_a_kill_between_renames_keeps_the_checkpoint(tmp_path):
+    import torch
+    from accelerate import Accelerator
+
+    from unlearnbench.training import Checkpointing
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    checkpointing = Checkpointing(tmp_path / "checkpoint")
+    visible_when_logged = []
+    checkpointing.on_save = lambda step: visible_when_logged.append(checkpointing.saved_step())
+    checkpointing.save(accelerator, 3)
+    checkpointing.save(accelerator, 6)
+    # each log save happened while the checkpoint on disk was still the previous one
+    assert visible_when_logged == [0, 3] and checkpointing.saved_step() == 6
+    # a kill after `checkpoint` moved aside and before `checkpoint.partial` took its place
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
+    assert checkpointing.saved_step() == 6 and (tmp_path / "checkpoint" / "progress.json").is_file()
