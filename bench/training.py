@@ -22,6 +22,7 @@ import torch
 from unlearnbench.batching import Step, StepSampler, Template, TrainData
 from unlearnbench.errors import BenchError, TrainingDiverged, first_line
 from unlearnbench.hardware import fast_low_precision
+from unlearnbench.logits import forward_at
 from unlearnbench.packing import PackedForward
 from unlearnbench.progress import bar
 from unlearnbench.records import load_json, write_json
@@ -155,17 +156,25 @@ def optimizer_step(loss: torch.Tensor, row: dict, checked: dict[str, float], *, 
 
 
 class FrozenReference:
-    """The frozen original θo. `reference(batch)` gives its logits; `reference.outputs(batch,
+    """The frozen original θo. `reference(batch)` gives its logits; `reference.logits_at(batch,
+    positions)` only those at some positions (bench/logits.py); `reference.outputs(batch,
     output_hidden_states=True)` its full outputs, for methods that read hidden states (RMU-style
     steering). It counts the tokens it reads, for the run's compute."""
 
-    def __init__(self, forward):
-        self._forward = forward  # (batch, **kwargs) -> model outputs, without gradients
+    def __init__(self, module, switched=contextlib.nullcontext):
+        self._module = module  # run without gradients, inside `switched()` (LoRA: adapters off)
+        self._switched = switched
         self.tokens = 0
 
     def outputs(self, batch, **kwargs):
         self.tokens += batch.tokens
-        return self._forward(batch, **kwargs)
+        with torch.no_grad(), self._switched():
+            return self._module(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+
+    def logits_at(self, batch, positions):
+        self.tokens += batch.tokens
+        with torch.no_grad(), self._switched():
+            return forward_at(self._module, batch.input_ids, batch.attention_mask, positions)
 
     def __call__(self, batch):
         return self.outputs(batch).logits
@@ -181,21 +190,12 @@ def make_reference(model, lora: bool, device, dtype=None, frozen=None) -> Frozen
     and fluency) passes it as `frozen`, and no further copy is made.
     """
     if lora:
-        @torch.no_grad()
-        def adapters_off(batch, **kwargs):
-            with model.disable_adapter():
-                return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        return FrozenReference(adapters_off)
+        return FrozenReference(model, model.disable_adapter)
 
     wanted = dtype or next(model.parameters()).dtype
     if frozen is None or next(frozen.parameters()).dtype != wanted or next(frozen.parameters()).device != device:
         frozen = copy.deepcopy(model).to(device=device, dtype=dtype)
-    frozen = frozen.eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def copied(batch, **kwargs):
-        return frozen(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-    return FrozenReference(copied)
+    return FrozenReference(frozen.eval().requires_grad_(False))
 
 
 def apply_lora(model, config):

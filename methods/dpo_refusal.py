@@ -59,8 +59,7 @@ class DPORefusal(Method):
 
     def loss(self, model, step, reference) -> dict:
         def log_ratio(batch):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            return answer_log_likelihood(logits, batch) - answer_log_likelihood(reference(batch), batch)
+            return answer_log_likelihood(model, batch) - answer_log_likelihood(reference, batch)
 
         chosen, rejected = log_ratio(step.chosen), log_ratio(step.forget)
         dpo = -F.logsigmoid(self.config.beta * (chosen - rejected)).mean()

@@ -45,8 +45,7 @@ class NPO(Method):
     def loss(self, model, step, reference) -> dict:
         c = self.config
         forget = step.forget
-        log_ratio = (answer_log_likelihood(model(input_ids=forget.input_ids, attention_mask=forget.attention_mask).logits, forget)
-                     - answer_log_likelihood(reference(forget), forget))
+        log_ratio = answer_log_likelihood(model, forget) - answer_log_likelihood(reference, forget)
         npo = -(2.0 / c.beta) * F.logsigmoid(-c.beta * log_ratio).mean()
         terms = {"npo": npo, "log_ratio": log_ratio.mean().detach()}
         total = add_normal_term(npo, terms, c.normal_weight, model, reference, step.normal)

@@ -53,8 +53,7 @@ class SimNPO(Method):
 
     def loss(self, model, step, reference) -> dict:
         c, forget = self.config, step.forget
-        log_likelihood = answer_log_likelihood(
-            model(input_ids=forget.input_ids, attention_mask=forget.attention_mask).logits, forget)
+        log_likelihood = answer_log_likelihood(model, forget)
         answer_tokens = (forget.labels[:, 1:] != IGNORE).sum(1).clamp(min=1)
         terms = {"simnpo": simnpo_term(log_likelihood, answer_tokens, c.beta, c.gamma),
                  "mean_token_log_likelihood": (log_likelihood / answer_tokens).mean().detach()}

@@ -11,21 +11,19 @@ import torch
 import torch.nn.functional as F
 
 from unlearnbench.batching import IGNORE, Batch
+from unlearnbench.logits import logits_at
 
 
-def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Position i predicts token i+1: align logits[:, :-1] with labels[:, 1:]."""
-    return logits[:, :-1, :], labels[:, 1:]
+def answer_positions(batch: Batch) -> torch.Tensor:
+    """The (B, L−1) mask of positions whose next token is an answer token (the shifted frame)."""
+    return batch.labels[:, 1:] != IGNORE
 
 
 def answer_cross_entropy(model, batch: Batch) -> torch.Tensor:
     """CE(θ) = (1/N) Σ_{answer tokens} −log h_θ(y_i | x, y_<i), N = answer tokens in the batch."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logits, labels = shifted(logits, batch.labels)
-    answer = labels != IGNORE
-    # Only answer positions enter the float32 cast: prompts are most of each sequence, and a
-    # full-vocabulary fp32 copy of every position is the largest tensor of a step.
-    return F.cross_entropy(logits[answer].float(), labels[answer])
+    answer = answer_positions(batch)
+    # Logits of answer positions only (bench/logits.py): prompts are most of each sequence.
+    return F.cross_entropy(logits_at(model, batch, answer).float(), batch.labels[:, 1:][answer])
 
 
 def forward_kl(model, reference, batch: Batch, positions: str = "answer") -> torch.Tensor:
@@ -37,13 +35,9 @@ def forward_kl(model, reference, batch: Batch, positions: str = "answer") -> tor
     Forward KL with the original first (paper Eqn. 6), via log_softmax so that it stays finite
     in low precision (the official code's log(Q + 1e-12) underflows in fp16, docs/paper.md §1.5 #6).
     """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    reference_logits = reference(batch)
-    logits, labels = shifted(logits, batch.labels)
-    reference_logits, _ = shifted(reference_logits, batch.labels)
-    answer = labels != IGNORE if positions == "answer" else batch.attention_mask[:, 1:].bool()
-    log_q = F.log_softmax(logits[answer].float(), dim=-1)
-    log_p = F.log_softmax(reference_logits[answer].float(), dim=-1)
+    read = answer_positions(batch) if positions == "answer" else batch.attention_mask[:, 1:].bool()
+    log_q = F.log_softmax(logits_at(model, batch, read).float(), dim=-1)
+    log_p = F.log_softmax(logits_at(reference, batch, read).float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
@@ -123,13 +117,14 @@ def add_normal_term(total: torch.Tensor, terms: dict, weight: float, model, refe
     return total + weight * value
 
 
-def answer_log_likelihood(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """log p(y | x) per sequence: Σ_{answer tokens i} log p(y_i | x, y_<i), one value per row.
+def answer_log_likelihood(model, batch: Batch) -> torch.Tensor:
+    """log p(y | x) per sequence: Σ_{answer tokens i} log p(y_i | x, y_<i), one value per row,
+    under `model` (the model being trained, or the frozen reference).
 
     Sequence-level, unlike answer_cross_entropy's token mean: preference-style losses (NPO, DPO)
     compare whole-answer likelihood ratios."""
-    logits, labels = shifted(logits, batch.labels)
-    answer = labels != IGNORE
-    token_log_probs = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    token_log_probs[answer] = -F.cross_entropy(logits[answer].float(), labels[answer], reduction="none")
-    return token_log_probs.sum(1)
+    answer = answer_positions(batch)
+    labels = batch.labels[:, 1:]
+    token_log_probs = -F.cross_entropy(logits_at(model, batch, answer).float(), labels[answer], reduction="none")
+    rows = torch.nonzero(answer, as_tuple=True)[0]
+    return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token_log_probs)

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from unlearnbench.batching import IGNORE
+from unlearnbench.logits import logits_at
 from unlearnbench.methods import Method, TrainConfig, check_non_negative
-from unlearnbench.methods.terms import add_normal_term, shifted
+from unlearnbench.methods.terms import add_normal_term, answer_positions
 
 
 @dataclass
@@ -53,10 +53,8 @@ class WGA(Method):
 
     def loss(self, model, step, reference) -> dict:
         forget = step.forget
-        logits, labels = shifted(model(input_ids=forget.input_ids, attention_mask=forget.attention_mask).logits,
-                                 forget.labels)
-        answer = labels != IGNORE
-        token_nll = F.cross_entropy(logits[answer].float(), labels[answer], reduction="none")
+        answer = answer_positions(forget)
+        token_nll = F.cross_entropy(logits_at(model, forget, answer).float(), forget.labels[:, 1:][answer], reduction="none")
         terms = {"wga": weighted_ascent(token_nll, self.config.alpha), "forget_ce": token_nll.mean().detach()}
         total = add_normal_term(terms["wga"], terms, self.config.normal_weight, model, reference, step.normal)
         return {"total": total, **terms}

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from unlearnbench.batching import StepSampler, Template
+from unlearnbench.logits import forward_at
+from unlearnbench.methods.terms import answer_positions
 from unlearnbench.methods.npo import NPO, NPOConfig
 from unlearnbench.methods.unlearn import Unlearn, UnlearnConfig
 from unlearnbench.packing import PackedForward, concatenated
@@ -24,7 +26,19 @@ class CountingModel(torch.nn.Module):
 
     def forward(self, **kwargs):
         self.rows.append(kwargs["input_ids"].shape[0])
+        self.kept = getattr(self, "kept", []) + [kwargs.get("logits_to_keep")]
         return self.model(**kwargs)
+
+
+class WithoutLogitsToKeep(torch.nn.Module):
+    """The model behind a forward that takes no logits_to_keep."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
 
 
 def a_step(tokenizer, faithful="paper", template="chat"):
@@ -113,3 +127,32 @@ def test_a_call_in_another_gradient_mode_runs_its_own_forward(tokenizer, tiny_mo
     live = packed(input_ids=step.forget.input_ids, attention_mask=step.forget.attention_mask).logits
     assert not frozen.requires_grad and live.requires_grad  # the no-grad pass did not serve the gradient call
     assert counted.rows == [10, 2]
+
+
+def test_logits_at_positions_equal_the_full_logits_there_with_or_without_logits_to_keep(tokenizer, tiny_model):
+    batch = a_step(tokenizer).mismatch
+    answer = answer_positions(batch)
+    full = tiny_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1][answer]
+    counted = CountingModel(tiny_model)
+    kept = forward_at(counted, batch.input_ids, batch.attention_mask, answer)
+    assert int(counted.kept[0].sum()) == int(answer.sum()) < answer.numel()  # projected at the answers only
+    fallback = forward_at(WithoutLogitsToKeep(tiny_model), batch.input_ids, batch.attention_mask, answer)
+    scale = float(full.abs().max())
+    for logits in (kept, fallback):
+        assert logits.shape == full.shape and float((logits - full).abs().max()) <= 1e-5 * scale
+
+
+def test_the_packed_step_projects_answer_positions_only_and_a_kl_over_every_position_gets_its_own_pass(
+        tokenizer, tiny_model):
+    step = a_step(tokenizer)
+    reference = make_reference(copy.deepcopy(tiny_model), lora=False, device=torch.device("cpu"))
+    answers = sum(b.answer_tokens for b in (step.forget, step.mismatch, step.normal))
+    for positions, rows in (("answer", [10]), ("all", [10, 2])):
+        method = Unlearn(UnlearnConfig(mismatch_k=3, kl_positions=positions))
+        counted = CountingModel(tiny_model)
+        packed = method.loss(PackedForward(counted, step), step, reference)
+        assert counted.rows == rows and int(counted.kept[0].sum()) == answers
+        separate = method.loss(WithoutLogitsToKeep(tiny_model), step, reference)
+        for name in separate:
+            a, b = float(separate[name]), float(packed[name])
+            assert b == pytest.approx(a, abs=fp32_tolerance(abs(a), 1.0)), name
