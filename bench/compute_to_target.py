@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearnbench.attacks import FORGET_RATES
+from unlearnbench.metrics import FORGET_RATES
 
 BASELINE = "ppo"
 

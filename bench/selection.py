@@ -10,7 +10,7 @@ run (`run --eval-every K --select best`). It reads validation rows of eval_log.j
 
 from __future__ import annotations
 
-from unlearnbench.attacks import FORGET_RATES
+from unlearnbench.metrics import FORGET_RATES
 
 
 def outcome(first: dict, row: dict) -> dict:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 
+from unlearnbench.metrics import FORGET_RATES
+
+
 def comparison_rows(record: dict) -> list[list]:
     """Rows of split, metric, original, unlearned, relative change: the before/after table."""
     metrics = record.get("metrics", {})
@@ -29,9 +32,6 @@ def comparison_table(record: dict, fmt: str = "github") -> str:
 
     return tabulate(comparison_rows(record), headers=["split", "metric", "original", "unlearned", "change"],
                     tablefmt=fmt, disable_numparse=True)
-
-
-FORGET_RATES = {"harmful_rate": "harm %", "leak_rate": "leak %", "hallucination_rate": "halluc. %"}
 
 
 def paper_columns(metrics: dict) -> list[tuple[str, str, str, float]]:

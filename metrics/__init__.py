@@ -12,6 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 
+# The forget rates (one per task) and their column labels: what "the forget metric" is wherever a
+# component needs one (selection, compute-to-target, attacks, tables).
+FORGET_RATES = {"harmful_rate": "harm %", "hallucination_rate": "halluc. %", "leak_rate": "leak %"}
+
+
 @dataclass
 class MetricResult:
     value: float | None  # None: not meaningful ("NM"), e.g. fluency of degenerate outputs

@@ -309,3 +309,13 @@ def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_con
     assert attacks["summary"]["mia_auc_base"] == attacks["results"]["mia"]["base"]["auc_min_k_plus_plus"]
     # the prepared original learned the forget answers; the base model did not
     assert attacks["results"]["mia"]["original"]["auc_loss"] > attacks["results"]["mia"]["base"]["auc_loss"]
+
+
+def test_the_attack_command_defaults_are_the_attack_settings_defaults():
+    # The CLI states its defaults as literals (it imports no torch until a command runs).
+    from unlearnbench import cli
+    from unlearnbench.attack import AttackSettings, parse_attacks
+
+    defaults, settings = {p.name: p.default for p in cli.attack.params}, AttackSettings()
+    assert parse_attacks(defaults["attacks"]) == settings.attacks and defaults["limit"] == settings.limit
+    assert tuple(int(k) for k in defaults["relearn_steps"].split(",")) == settings.relearn_steps

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from unlearnbench.errors import BenchError
+from unlearnbench.metrics import FORGET_RATES
 
 # The one rate per task that says "still shows the behaviour" (the tuner reads the same ones).
-FORGET_RATES = ("harmful_rate", "hallucination_rate", "leak_rate")
-
-
 class Attack:
     name = "base"
     description = ""  # one line, shown by `unlearnbench list`
