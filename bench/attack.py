@@ -69,108 +69,137 @@ def model_source(run_dir: Path, record) -> tuple[str, str | None]:
 
 def attack(run_dir, settings: AttackSettings) -> Path:
     """Run the attacks of `settings` on a completed run; returns the run folder."""
-    import torch
-
-    from unlearnbench import models
-    from unlearnbench.batching import Template
-    from unlearnbench.compute import PhaseCompute, forward_flops, measure
-    from unlearnbench.config import RunConfig
-    from unlearnbench.evaluation import Evaluator, make_judges
-    from unlearnbench.records import read_jsonl_records, write_jsonl
-    from unlearnbench.run_folder import RunRecord
-
     settings.check()
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
-        raise BenchError(f"'{run_dir}' is not a run folder (no metrics.json)")
-    record = RunRecord.load(run_dir)
-    if record.status != "completed":
-        raise BenchError(f"run '{run_dir}' has status '{record.status}'; attack a completed run")
-    unlearned_spec, reference = model_source(run_dir, record)
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    config = RunConfig(**{k: v for k, v in record.config.items() if k in known})
-    hyper = record.config.get("method_hyper") or {}
-    lr = settings.relearn_lr if settings.relearn_lr is not None else float(hyper.get("lr", 3e-5))
-    wanted = {"attacks": list(settings.attacks), "limit": settings.limit, "relearn_steps": list(settings.relearn_steps),
-              "relearn_batch_size": settings.relearn_batch_size, "relearn_lr": lr, "seed": config.seed}
-    earlier = record.attacks.get("settings")
-    if earlier and {k: v for k, v in earlier.items() if k != "attacks"} != {k: v for k, v in wanted.items() if k != "attacks"}:
-        raise BenchError(f"run '{run_dir}' was attacked with other settings ({earlier}); "
-                         "attack a copy of the run folder, or give the same settings to continue")
-    record.attacks = {**record.attacks, "settings": {**wanted, "attacks": sorted({*(earlier or {}).get("attacks", []),
-                                                                                 *settings.attacks})}}
-    generations = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index"))
-    train_log = (read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))
-                 if (run_dir / "train_log.jsonl").is_file() else None)
-    rows_path = run_dir / "attack_generations.jsonl"
-    attack_rows = read_jsonl_records(rows_path, required=("attack", "unit")) if rows_path.is_file() else []
-
-    def save():
-        record.files = {**(record.files or {}), "attack_generations": rows_path.name}
-        write_jsonl(rows_path, attack_rows)
-        record.save(run_dir, generations, train_log)
-
-    task = registry.get("task", config.task)()
-    data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
-    if record.data and record.data.get("hashes") != data.hashes:
-        raise BenchError(f"the data of {config.task}/{config.data} changed since the run; its attack would not "
-                         "measure the same forget set")
-    torch.manual_seed(config.seed)
-    loaded = models.load(unlearned_spec, trust_remote_code=config.trust_remote_code)
-    template = Template(loaded.tokenizer, record.config.get("resolved_template") or config.template)
-    evaluator = Evaluator(data, template, make_judges(config, data), config.backend,
-                          config.max_new_tokens or task.max_new_tokens, config.seed)
-    compute = PhaseCompute()
-
-    def count(tokens: int) -> None:
-        compute.tokens += tokens
-        compute.flops += forward_flops(loaded.num_parameters, tokens)
-
-    context = AttackContext(task=task, data=data, template=template, evaluator=evaluator, unlearned=loaded.model,
-                            load_original=lambda: load_original(record, config, reference, task, data, template, evaluator),
-                            forget_metric=forget_metric_of(data.eval_sets["unlearned"]), lr=lr, limit=settings.limit,
-                            seed=config.seed, parameters=loaded.num_parameters,
-                            relearn_steps=tuple(sorted(settings.relearn_steps)),
-                            relearn_batch_size=settings.relearn_batch_size, count=count,
-                            load_base=(lambda: models.load(config.model, trust_remote_code=config.trust_remote_code).model)
-                            if record.kind != "eval" and (record.original or {}).get("kind") == "prepared" else None)
-    results = record.attacks.setdefault("results", {})
-
-    def run_unit(name, unit, work):
-        nonlocal compute
-        if unit in results.get(name, {}):
-            return
-        compute = PhaseCompute()
-        phases = {}
-        with measure(phases, "attack"):
-            result, rows = work()
-        measured = phases["attack"]
-        measured.tokens, measured.flops = compute.tokens, compute.flops
-        results.setdefault(name, {})[unit] = {**result, "compute": measured.to_dict()}
-        attack_rows[:] = [r for r in attack_rows if not (r["attack"] == name and r["unit"] == unit)]
-        attack_rows.extend({"attack": name, "unit": unit, **row} for row in rows)
-        add_recoveries(record.attacks)
-        save()
-
+    attacked = AttackedRun.open(Path(run_dir), settings)
+    context = attacked.context
     # The two rates every recovery is a ratio of, measured here first.
-    run_unit("reference", "unlearned", lambda: context.forget_rate(context.unlearned, "attack: unlearned"))
-    if reference is not None or record.kind != "eval":
-        run_unit("reference", "original", lambda: context.forget_rate(context.original(), "attack: original"))
+    attacked.run_unit("reference", "unlearned", lambda: context.forget_rate(context.unlearned, "attack: unlearned"))
+    if attacked.has_original:
+        attacked.run_unit("reference", "original", lambda: context.forget_rate(context.original(), "attack: original"))
     for name in settings.attacks:
         chosen = registry.get("attack", name)()
         why_not = chosen.skipped(context)
         if why_not:
-            results[name] = {"skipped": why_not}
+            attacked.results[name] = {"skipped": why_not}
             say(f"attack {name}: skipped ({why_not})")
-            save()
+            attacked.save()
             continue
         for unit in chosen.units(context):
-            if name == "mia" and unit == "original" and reference is None and record.kind == "eval":
+            if name == "mia" and unit == "original" and not attacked.has_original:
                 continue
-            run_unit(name, unit, lambda unit=unit, chosen=chosen: chosen.run_unit(unit, context))
-    add_recoveries(record.attacks)
-    save()
-    return run_dir
+            attacked.run_unit(name, unit, lambda unit=unit, chosen=chosen: chosen.run_unit(unit, context))
+    add_recoveries(attacked.record.attacks)
+    attacked.save()
+    return attacked.run_dir
+
+
+class AttackedRun:
+    """A run folder under attack: its record, its attack outputs, and the context the attacks
+    share. Each unit's result is saved as soon as it is done, and a unit already in the record is
+    not run again."""
+
+    def __init__(self, run_dir: Path, record, context: AttackContext, has_original: bool, generations, train_log,
+                 attack_rows: list[dict]):
+        self.run_dir, self.record, self.context, self.has_original = run_dir, record, context, has_original
+        self._generations, self._train_log, self.attack_rows = generations, train_log, attack_rows
+        self.results = record.attacks.setdefault("results", {})
+        from unlearnbench.compute import PhaseCompute
+
+        self.compute = PhaseCompute()  # what the unit running now reads; see run_unit
+
+    @classmethod
+    def open(cls, run_dir: Path, settings: AttackSettings) -> "AttackedRun":
+        """Check the run and the settings against earlier attacks, then load the data, the
+        unlearned model and the evaluator the attacks use."""
+        import torch
+
+        from unlearnbench import models
+        from unlearnbench.batching import Template
+        from unlearnbench.compute import forward_flops
+        from unlearnbench.config import RunConfig
+        from unlearnbench.evaluation import Evaluator, make_judges
+        from unlearnbench.records import read_jsonl_records
+        from unlearnbench.run_folder import RunRecord
+
+        if not (run_dir / "metrics.json").is_file():
+            raise BenchError(f"'{run_dir}' is not a run folder (no metrics.json)")
+        record = RunRecord.load(run_dir)
+        if record.status != "completed":
+            raise BenchError(f"run '{run_dir}' has status '{record.status}'; attack a completed run")
+        unlearned_spec, reference = model_source(run_dir, record)
+        known = {f.name for f in dataclasses.fields(RunConfig)}
+        config = RunConfig(**{k: v for k, v in record.config.items() if k in known})
+        hyper = record.config.get("method_hyper") or {}
+        lr = settings.relearn_lr if settings.relearn_lr is not None else float(hyper.get("lr", 3e-5))
+        wanted = {"attacks": list(settings.attacks), "limit": settings.limit, "relearn_steps": list(settings.relearn_steps),
+                  "relearn_batch_size": settings.relearn_batch_size, "relearn_lr": lr, "seed": config.seed}
+        earlier = record.attacks.get("settings")
+        if earlier and {k: v for k, v in earlier.items() if k != "attacks"} != {k: v for k, v in wanted.items() if k != "attacks"}:
+            raise BenchError(f"run '{run_dir}' was attacked with other settings ({earlier}); "
+                             "attack a copy of the run folder, or give the same settings to continue")
+        record.attacks = {**record.attacks, "settings": {**wanted, "attacks": sorted({*(earlier or {}).get("attacks", []),
+                                                                                     *settings.attacks})}}
+        generations = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index"))
+        train_log = (read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))
+                     if (run_dir / "train_log.jsonl").is_file() else None)
+        rows_path = run_dir / "attack_generations.jsonl"
+        attack_rows = read_jsonl_records(rows_path, required=("attack", "unit")) if rows_path.is_file() else []
+
+        task = registry.get("task", config.task)()
+        data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
+        if record.data and record.data.get("hashes") != data.hashes:
+            raise BenchError(f"the data of {config.task}/{config.data} changed since the run; its attack would not "
+                             "measure the same forget set")
+        torch.manual_seed(config.seed)
+        loaded = models.load(unlearned_spec, trust_remote_code=config.trust_remote_code)
+        template = Template(loaded.tokenizer, record.config.get("resolved_template") or config.template)
+        evaluator = Evaluator(data, template, make_judges(config, data), config.backend,
+                              config.max_new_tokens or task.max_new_tokens, config.seed)
+        attacked: AttackedRun
+
+        def count(tokens: int) -> None:
+            attacked.compute.tokens += tokens
+            attacked.compute.flops += forward_flops(loaded.num_parameters, tokens)
+
+        prepared = record.kind != "eval" and (record.original or {}).get("kind") == "prepared"
+        context = AttackContext(task=task, data=data, template=template, evaluator=evaluator, unlearned=loaded.model,
+                                load_original=lambda: load_original(record, config, reference, task, data, template,
+                                                                    evaluator),
+                                forget_metric=forget_metric_of(data.eval_sets["unlearned"]), lr=lr, limit=settings.limit,
+                                seed=config.seed, parameters=loaded.num_parameters,
+                                relearn_steps=tuple(sorted(settings.relearn_steps)),
+                                relearn_batch_size=settings.relearn_batch_size, count=count,
+                                load_base=(lambda: models.load(config.model, trust_remote_code=config.trust_remote_code).model)
+                                if prepared else None)
+        attacked = cls(run_dir, record, context, reference is not None or record.kind != "eval", generations, train_log,
+                       attack_rows)
+        return attacked
+
+    def save(self) -> None:
+        from unlearnbench.records import write_jsonl
+
+        rows_path = self.run_dir / "attack_generations.jsonl"
+        self.record.files = {**(self.record.files or {}), "attack_generations": rows_path.name}
+        write_jsonl(rows_path, self.attack_rows)
+        self.record.save(self.run_dir, self._generations, self._train_log)
+
+    def run_unit(self, name: str, unit: str, work) -> None:
+        """`work()` -> (result, output rows), measured and saved; skipped when already recorded."""
+        from unlearnbench.compute import PhaseCompute, measure
+
+        if unit in self.results.get(name, {}):
+            return
+        self.compute = PhaseCompute()  # the context's `count` adds this unit's tokens and FLOPs here
+        phases = {}
+        with measure(phases, "attack"):
+            result, rows = work()
+        measured = phases["attack"]
+        measured.tokens, measured.flops = self.compute.tokens, self.compute.flops
+        self.results.setdefault(name, {})[unit] = {**result, "compute": measured.to_dict()}
+        self.attack_rows[:] = [r for r in self.attack_rows if not (r["attack"] == name and r["unit"] == unit)]
+        self.attack_rows.extend({"attack": name, "unit": unit, **row} for row in rows)
+        add_recoveries(self.record.attacks)
+        self.save()
 
 
 def load_original(record, config, reference, task, data, template, evaluator):
