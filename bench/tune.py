@@ -59,6 +59,17 @@ def suggest(trial, space: dict) -> dict:
     return params
 
 
+def default_params(base, space: dict) -> dict | None:
+    """The searched fields' values in an untuned `run` with the same flags (method defaults <
+    preset < --set), or None when one lies outside its search range."""
+    from unlearnbench.config import resolve_config
+
+    _, _, method = resolve_config(base)
+    params = {name: getattr(method.config, name) for name in space}
+    inside = all(low <= params[name] <= high for name, (_, low, high) in space.items())
+    return params if inside else None
+
+
 def tune(config: TuneConfig, group: Path) -> dict:
     import optuna
 
@@ -80,6 +91,11 @@ def tune(config: TuneConfig, group: Path) -> dict:
         # A trial of a killed tune: mark it failed and run it again with the same parameters.
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(stale.params, skip_if_exists=False)
+    # The settings `run` would use are one of the trials, so the selection is never worse on
+    # validation than the untuned default (skip_if_exists: once per study, also when resumed).
+    defaults = default_params(base, space)
+    if defaults is not None:
+        study.enqueue_trial(defaults, skip_if_exists=True)
     done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
     for _ in bar(range(done, config.trials), desc=f"tuning {base.method} on {base.task}", unit="trial",
                  initial=done, total=config.trials):

@@ -49,6 +49,9 @@ def test_tune_runs_trials_and_resumes_the_same_study(tiny_model_dir, tmp_path, c
     first = json.loads((group / "tune.json").read_text())
     assert first["trials"] == 2 and (group / "study.db").is_file() and (group / "tune.png").is_file()
     assert {"lr", "beta", "normal_weight"} == set(first["results"][0]["params"])
+    # the first trial is what an untuned `run` uses: npo's defaults
+    assert first["results"][0]["params"] == {"lr": 3e-05, "beta": 0.1, "normal_weight": 1.0}
+    assert first["results"][1]["params"] != first["results"][0]["params"]
     assert all((group / r["run"] / "eval_log.jsonl").is_file() for r in first["results"])
     assert "validation split only" in first["rule"] and "selected:" in out
 
@@ -65,6 +68,7 @@ def test_tune_runs_trials_and_resumes_the_same_study(tiny_model_dir, tmp_path, c
     again = json.loads((group / "tune.json").read_text())
     assert again["trials"] == 4
     assert again["results"][:2] == first["results"]  # the same study, continued
+    assert [r["params"] for r in again["results"]].count(first["results"][0]["params"]) == 1  # defaults once
     assert any(r["params"] == stale.params for r in again["results"][2:])
 
 
