@@ -62,7 +62,10 @@ class Checkpointing:
         previous = directory.with_name(directory.name + ".old")
         if not directory.exists() and (previous / "progress.json").is_file():
             # killed between the two renames of `save`: the previous checkpoint is complete
-            previous.rename(directory)
+            try:
+                previous.rename(directory)
+            except OSError:  # another process of the run put it back first
+                pass
         if not self.progress_file.is_file():
             return 0
         return int(load_json(self.progress_file, required=("step",))["step"])
