@@ -16,9 +16,8 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from unlearnbench.batching import IGNORE
 from unlearnbench.methods import Method, TrainConfig, check_non_negative, check_positive
-from unlearnbench.methods.terms import answer_cross_entropy, answer_log_likelihood
+from unlearnbench.methods.terms import answer_cross_entropy, answer_log_likelihood, answer_positions
 
 
 @dataclass
@@ -54,7 +53,7 @@ class SimNPO(Method):
     def loss(self, model, step, reference) -> dict:
         c, forget = self.config, step.forget
         log_likelihood = answer_log_likelihood(model, forget)
-        answer_tokens = (forget.labels[:, 1:] != IGNORE).sum(1).clamp(min=1)
+        answer_tokens = answer_positions(forget).sum(1).clamp(min=1)
         terms = {"simnpo": simnpo_term(log_likelihood, answer_tokens, c.beta, c.gamma),
                  "mean_token_log_likelihood": (log_likelihood / answer_tokens).mean().detach()}
         total = terms["simnpo"]
