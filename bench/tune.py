@@ -12,7 +12,7 @@ The objective reads those rows only, never a test set, by the rule of bench/sele
     selected     = argmin forget  subject to  utility drop ≤ max_utility_drop  and  degenerate ≤ max_degenerate
                    (ties: the higher utility)
 
-The search is Optuna's TPE sampler (seeded), with the two limits as trial constraints, over the
+The search is Optuna's TPE sampler (seeded by the seed plus the trials so far), with the two limits as trial constraints, over the
 search space the method's config declares (`search_space`, next to its fields). The study is an
 SQLite file in the group folder: run the same command again and it continues where it stopped.
 """
@@ -84,9 +84,11 @@ def tune(config: TuneConfig, group: Path) -> dict:
     if unknown:
         raise BenchError(f"--set fixes {', '.join(unknown)}, which the search varies; drop it or tune without it")
     group.mkdir(parents=True, exist_ok=True)
-    sampler = optuna.samplers.TPESampler(seed=base.seed)
     study = optuna.create_study(study_name=group.name, storage=f"sqlite:///{group / 'study.db'}", direction="minimize",
-                                sampler=sampler, load_if_exists=True)
+                                load_if_exists=True)
+    # A sampler seeded with the seed alone would, in a resumed process, draw the same random
+    # start-up points again and spend trials on repeats: offset the seed by the trials so far.
+    study.sampler = optuna.samplers.TPESampler(seed=base.seed + len(study.trials))
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         # A trial of a killed tune: mark it failed and run it again with the same parameters.
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
@@ -132,7 +134,7 @@ def summarise(study, config: TuneConfig, group: Path, space: dict) -> dict:
     summary = {
         "method": base.method, "task": base.task, "model": base.model, "seed": base.seed,
         "trials": len(results), "search_space": {k: list(v) for k, v in space.items()},
-        "fixed": base.hyper, "sampler": f"optuna TPESampler(seed={base.seed}), constraints: the two limits",
+        "fixed": base.hyper, "sampler": f"optuna TPESampler(seed={base.seed} + trials already in the study), constraints: the two limits",
         "rule": selection.rule(config),
         "selected": chosen, "results": results,
     }

@@ -70,6 +70,9 @@ def test_tune_runs_trials_and_resumes_the_same_study(tiny_model_dir, tmp_path, c
     assert again["results"][:2] == first["results"]  # the same study, continued
     assert [r["params"] for r in again["results"]].count(first["results"][0]["params"]) == 1  # defaults once
     assert any(r["params"] == stale.params for r in again["results"][2:])
+    # and the resumed process draws new points, not the first process's again
+    drawn = [json.dumps(r["params"], sort_keys=True) for r in again["results"]]
+    assert len(set(drawn)) == len(drawn), drawn
 
 
 def test_tune_never_reads_a_test_split(tiny_model_dir, tmp_path, capsys, monkeypatch):
