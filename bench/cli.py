@@ -79,6 +79,8 @@ def cli():
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any method hyper-parameter, e.g. --set mismatch_k=3")
 @click.option("--preset", default="default", show_default=True,
               help="default | paper (the paper's settings per model and task) | faithful-code")
+@click.option("--from-tune", "from_tune", type=click.Path(file_okay=False), metavar="TUNE_DIR",
+              help="run the settings a `tune` study selected (its tune.json); the record and boards call the preset 'tuned'")
 @click.option("--faithful", type=click.Choice(["paper", "code"]), default=None,
               help="code: the official code's exact loss, sampling and schedule semantics (bugs included)")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -125,7 +127,7 @@ def cli():
 def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, sets, preset, seed, limit, output_dir,
         run_name, template, original, backend, encoder, utility_judge, max_new_tokens, trust_remote_code,
         checkpoint_every, keep_checkpoint, resume, faithful, harm_judge, similarity_judge, book, seeds, eval_every,
-        eval_limit, save_model, attacks, select, max_utility_drop, max_degenerate):
+        eval_limit, save_model, attacks, select, max_utility_drop, max_degenerate, from_tune):
     """Unlearn with METHOD on TASK and evaluate the original and unlearned models."""
     from click.core import ParameterSource
 
@@ -154,7 +156,17 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
                        ("precision", precision), ("faithful", faithful)):
         if value is not None:
             hyper[key] = value
-    config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, preset=preset, hyper=hyper,
+    tuned = None
+    if from_tune:
+        if ctx.get_parameter_source("preset") not in (ParameterSource.DEFAULT, None):
+            raise BenchError("give --preset or --from-tune, not both")
+        from pathlib import Path
+
+        from unlearnbench.tune import selected_settings
+
+        tuned_hyper, tuned = selected_settings(Path(from_tune), method=method, task=task, model=model)
+        hyper, preset = {**tuned_hyper, **hyper}, "tuned"  # the user's flags still win, as over any preset
+    config = RunConfig(method=method, task=task, model=model, data=data, seed=seed, preset=preset, hyper=hyper, tuned=tuned,
                        limit=limit, output_dir=output_dir, run_name=run_name, template=template, original=original,
                        backend=backend, encoder=encoder, utility_judge=utility_judge, max_new_tokens=max_new_tokens,
                        trust_remote_code=trust_remote_code, checkpoint_every=checkpoint_every,

@@ -17,7 +17,8 @@ class RunConfig:
     model: str = models.DEFAULT_MODEL
     data: str = "embedded"
     seed: int = 0
-    preset: str = "default"
+    preset: str = "default"  # or "tuned", set by --from-tune together with `tuned`
+    tuned: dict | None = None  # --from-tune: the study, trial and rule the settings came from
     hyper: dict = field(default_factory=dict)  # overrides of the method's hyper-parameters
     limit: int | None = None  # prompts per evaluation set
     output_dir: str = "runs"
@@ -48,7 +49,13 @@ def resolve_config(config: RunConfig):
     method_cls = registry.get("method", config.method)
     from unlearnbench.generation import choose_backend  # "auto" becomes vllm or hf; the record keeps which
     config = dataclasses.replace(config, backend=choose_backend(config.backend))
-    preset = resolve_preset(config.preset, config.model, config.task, config.method)
+    if (config.preset == "tuned") != (config.tuned is not None):
+        raise BenchError("preset 'tuned' is what --from-tune TUNE_DIR sets; give --from-tune instead")
+    # A tuned run starts where its study's trials started, from the default preset.
+    preset = resolve_preset("default" if config.tuned else config.preset, config.model, config.task, config.method)
+    if config.tuned:
+        preset["notes"].append(f"tuned: the settings of {config.tuned['trial']}, selected among {config.tuned['trials']} "
+                               f"trials of the study {config.tuned['study']} by its rule: {config.tuned['rule']}")
     # Precedence: the method's dataclass defaults < a named preset < the user's flags.
     hyper = {**preset["hyper"], **config.hyper, "seed": config.seed}
     method = method_cls(method_cls.Config.from_overrides(hyper))

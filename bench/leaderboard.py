@@ -114,6 +114,8 @@ def entry_from_run(run_dir: Path) -> dict:
         "train_curve": curve,
         "sha256": files,
     }
+    if config.get("tuned"):  # only tuned runs carry the key, so earlier entries rebuild unchanged
+        entry["settings"]["tuned"] = {k: config["tuned"][k] for k in ("study", "trial", "trials", "tune_json_sha256")}
     attacks = record.get("attacks") or {}
     if attacks.get("summary"):  # only attacked runs carry the key, so earlier entries rebuild unchanged
         entry["robustness"] = {**attacks["summary"], "attack_limit": attacks.get("settings", {}).get("limit")}
@@ -336,6 +338,10 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
         "which differ from ours; context, not a like-for-like comparison.",
         "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "
         "NM: not meaningful (the paper's mark for fluency of degenerate output); -: not measured.",
+        *(["- **preset `tuned`**: the settings `unlearnbench tune` selected on the validation split (equal "
+           "trial budget per method, one rule: lowest forget rate within the utility and degeneracy limits); "
+           "the study is named under Provenance and committed in leaderboards/tuning/. `default` rows are untuned."]
+          if any(e["preset"] == "tuned" for e in entries) else []),
         *(["- **Robustness** (`unlearnbench attack`, docs/robustness.md): the worst forget rate over the "
            "prompts as asked, every rephrasing and every quantization; and the recovery after 30 relearning "
            "steps on held-out forget answers (control: on normal answers), (rate after − unlearned) / "
@@ -385,6 +391,9 @@ def provenance_cells(members: list[dict], original: bool = False) -> list[str]:
         settings = ", ".join(f"{k}={hyper[k]}" for k in ("steps", "lr", "batch_size") if k in hyper)
         settings += "".join(f", {k}={hyper[k]}" for k in sorted(shown_settings(first["method"], hyper)) if k in hyper)
     settings += f", template={first['settings']['template']}, limit={first['settings']['limit']}"
+    if "tuned" in first["settings"]:
+        tuned = first["settings"]["tuned"]
+        settings += f", tuned: {tuned['trial']} of {tuned['trials']} trials in {tuned['study']}"
     commits = sorted({(m["git_commit"] or "unknown")[:12] + ("-dirty" if (m["git_commit"] or "").endswith("-dirty") else "")
                       for m in members})
     hardware = sorted({m["hardware"] for m in members})

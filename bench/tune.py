@@ -143,3 +143,25 @@ def summarise(study, config: TuneConfig, group: Path, space: dict) -> dict:
 
     tune_plot(results, chosen, config, group / "tune.png")
     return summary
+
+
+def selected_settings(group: Path, method: str, task: str, model: str) -> tuple[dict, dict]:
+    """What `run --from-tune GROUP` runs: the study's fixed flags and its selected trial's
+    parameters, and the provenance the run records (study, trial, trial count, rule, the hash
+    of tune.json), so that a board can say where a tuned row's settings came from."""
+    from unlearnbench.leaderboard import sha256_file
+    from unlearnbench.records import load_json
+
+    path = group / "tune.json"
+    if not path.is_file():
+        raise BenchError(f"--from-tune: no tune.json in '{group}'; run `unlearnbench tune` there first")
+    summary = load_json(path, required=("method", "task", "model", "fixed", "rule", "selected", "trials"))
+    for key, wanted in (("method", method), ("task", task), ("model", model)):
+        if summary[key] != wanted:
+            raise BenchError(f"--from-tune: '{group}' tuned {key} '{summary[key]}', but this run asks for '{wanted}'")
+    chosen = summary["selected"]
+    if not chosen:
+        raise BenchError(f"--from-tune: no trial in '{group}' met its rule, so it selected nothing to run")
+    provenance = {"study": group.name, "trial": chosen["run"], "trials": summary["trials"], "rule": summary["rule"],
+                  "params": chosen["params"], "tune_json_sha256": sha256_file(path)}
+    return {**summary["fixed"], **chosen["params"]}, provenance

@@ -105,3 +105,35 @@ def test_tune_never_reads_a_test_split(tiny_model_dir, tmp_path, capsys, monkeyp
 def test_tune_refuses_fixing_what_it_searches(tiny_model_dir, tmp_path, capsys):
     code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path, "--trials", "1", "--set", "beta=0.5")
     assert_one_line_error(code, err, "--set fixes beta")
+
+
+def test_run_from_tune_runs_the_selected_settings_and_says_so_on_the_board(tiny_model_dir, tmp_path, capsys):
+    code, _, err = tune_cli(capsys, tiny_model_dir, tmp_path, "--trials", "2")
+    assert code == 0, err
+    group = tmp_path / "tune-hallucination-npo-s0"
+    chosen = json.loads((group / "tune.json").read_text())["selected"]
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--from-tune", str(group),
+                          "--limit", "2", "--max-new-tokens", "4", "--original", "base", "--output-dir", str(tmp_path),
+                          "--run-name", "tuned", "--set", "batch_size=1")
+    assert code == 0, err
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    hyper = config["config"]["method_hyper"]
+    assert config["config"]["preset"] == "tuned" and config["config"]["tuned"]["trial"] == chosen["run"]
+    assert {k: hyper[k] for k in chosen["params"]} == chosen["params"]
+    assert hyper["steps"] == 2 and hyper["batch_size"] == 1  # the study's fixed flags, and the user's flags on top
+    board = tmp_path / "board.md"
+    code, _, err = invoke(capsys, "publish", str(tmp_path / "tuned"), "--leaderboard", str(board), "--no-plots")
+    assert code == 0, err
+    text = board.read_text()
+    assert "| tuned " in text and f"tuned: {chosen['run']} of 2 trials in {group.name}" in text
+
+    # What --from-tune refuses, in one line each, before anything slow starts.
+    for extra, fragments in (((), ("tuned method 'npo'", "'ga'")),
+                             (("--preset", "paper"), ("--preset or --from-tune",))):
+        code, _, err = invoke(capsys, "run", "--method", "ga" if not extra else "npo", "--model", str(tiny_model_dir),
+                              "--from-tune", str(group), "--output-dir", str(tmp_path), *extra)
+        assert_one_line_error(code, err, *fragments)
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--from-tune", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, "no tune.json")
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--preset", "tuned")
+    assert_one_line_error(code, err, "--from-tune")
