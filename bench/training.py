@@ -57,24 +57,24 @@ class Checkpointing:
     def progress_file(self) -> Path:
         return Path(self.directory) / "progress.json"
 
-    def saved_step(self) -> int:
+    def _progress(self) -> dict:
+        """progress.json of the saved checkpoint ({} when there is none), after putting back the
+        previous complete checkpoint if a kill came between the two renames of `save`."""
         directory = Path(self.directory)
         previous = directory.with_name(directory.name + ".old")
         if not directory.exists() and (previous / "progress.json").is_file():
-            # killed between the two renames of `save`: the previous checkpoint is complete
             try:
                 previous.rename(directory)
             except OSError:  # another process of the run put it back first
                 pass
-        if not self.progress_file.is_file():
-            return 0
-        return int(load_json(self.progress_file, required=("step",))["step"])
+        return load_json(self.progress_file, required=("step",)) if self.progress_file.is_file() else {}
+
+    def saved_step(self) -> int:
+        return int(self._progress().get("step", 0))
 
     def saved_tokens(self) -> tuple[int, int]:
         """(trained, reference) tokens from the start of the run to the saved step; 0 when unknown."""
-        if not self.progress_file.is_file():
-            return 0, 0
-        progress = load_json(self.progress_file, required=("step",))
+        progress = self._progress()
         return int(progress.get("trained_tokens", 0)), int(progress.get("reference_tokens", 0))
 
     def save(self, accelerator, step: int, tokens: tuple[int, int] = (0, 0)) -> None:
