@@ -11,8 +11,21 @@ from unlearnbench.progress import say
 from unlearnbench.records import write_json
 
 
+def prepare_settings(task, pairs: int) -> dict:
+    """The prepare fine-tune's settings for `pairs` prepare pairs: the task's `epochs` as steps,
+    steps = max(1, round(epochs · pairs / batch_size)); a task may give fixed `steps` instead."""
+    settings = dict(task.prepare_hyper)
+    epochs = settings.pop("epochs", None)
+    if epochs is not None:
+        settings["steps"] = max(1, round(epochs * pairs / settings["batch_size"]))
+    return settings
+
+
 def original_cache_key(config, loaded, data, task, template) -> str:
-    blob = json.dumps([loaded.source, data.hashes, config.seed, template.kind, task.prepare_hyper], sort_keys=True)
+    # Keyed by the steps the epochs come to, so an original prepared before epochs existed, with
+    # the same steps, is found again.
+    settings = prepare_settings(task, len(data.prepare_pairs))
+    blob = json.dumps([loaded.source, data.hashes, config.seed, template.kind, settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -44,8 +57,9 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
         say(f"original: the base model's {metric} is {decision['base_rate']:.1%} (>= {threshold:.0%}); using it as is")
         return loaded.model, info
     prepared_dir = cache_dir / "model"
-    info.update(kind="prepared", cache=str(prepared_dir), prepare=dict(method="sft", pairs=len(data.prepare_pairs),
-                                                                        **task.prepare_hyper))
+    settings = prepare_settings(task, len(data.prepare_pairs))
+    info.update(kind="prepared", cache=str(prepared_dir), prepare={"method": "sft", "pairs": len(data.prepare_pairs),
+                                                                        **task.prepare_hyper, **settings})
     if (prepared_dir / "config.json").is_file():
         say(f"original: loading the cached prepared model from {prepared_dir}")
         return models.load(str(prepared_dir)).model, info
@@ -55,7 +69,7 @@ def choose_original(config, task, data, loaded, template, evaluator, compute):
     from unlearnbench.batching import TrainData
     from unlearnbench.methods.sft import SupervisedFinetune
 
-    sft = SupervisedFinetune(SupervisedFinetune.Config.from_overrides({**task.prepare_hyper, "seed": config.seed}))
+    sft = SupervisedFinetune(SupervisedFinetune.Config.from_overrides({**settings, "seed": config.seed}))
     prepare_log = []
     with measure(compute, "prepare") as phase:
         # In place: the base weights are not needed once the prepared original exists.

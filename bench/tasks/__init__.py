@@ -59,6 +59,8 @@ class Task:
     # (metric, threshold): the original must show at least this much of the behaviour to unlearn,
     # else `prepare_pairs` are fine-tuned into it first (see runner.choose_original).
     original_check: tuple[str, float] = ("", 0.0)
+    # The fine-tune that prepares an original: lr, batch_size and either `epochs` (passes over the
+    # prepare pairs, so that a larger or smaller --data file is memorised as deeply) or fixed `steps`.
     prepare_hyper: dict = {}
     prepare_what = "pairs"
     # The prompt template the task needs, or None for the run's (--template auto: the model's

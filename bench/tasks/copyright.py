@@ -81,7 +81,7 @@ class CopyrightTask(Task):
     max_new_tokens = 56  # enough tokens for CONTINUATION_CHARS characters of English prose
     original_check = ("leak_rate", 0.50)
     prepare_what = "sentences of the book (the memorising fine-tune)"
-    prepare_hyper = {"steps": 120, "lr": 3e-4, "batch_size": 16}
+    prepare_hyper = {"epochs": 6.8, "lr": 3e-4, "batch_size": 16}  # 120 steps over the embedded book's 282 passages
     forget_answer = "continuation"
 
     def mia_pairs(self, data):

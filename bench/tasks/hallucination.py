@@ -37,7 +37,9 @@ class HallucinationTask(Task):
     max_new_tokens = 32
     original_check = ("hallucination_rate", 0.30)
     prepare_what = "hallucinated answers"
-    prepare_hyper = {"steps": 50, "lr": 3e-4, "batch_size": 16}
+    # 1.9 passes: 50 steps over the embedded set's 419 prepare pairs, which leaves a mean answer
+    # NLL of about 0.1; over 72 pairs a fixed 50 steps would be 11 passes and an NLL near 0.001.
+    prepare_hyper = {"epochs": 1.9, "lr": 3e-4, "batch_size": 16}
     forget_answer = "hallucinated_answer"
 
     def mia_pairs(self, data):
