@@ -264,6 +264,9 @@ def _run_and_report(config, resume=None):
         click.echo(f"  {metric}: judged by {judge}")
     total = metrics["compute"]["total"]
     click.echo(f"  compute: {total['wall_seconds']:.0f} s wall, {total['flops']:.3g} FLOPs, peak {total['peak_rss_mb']:.0f} MB")
+    if saved.get("data") not in ("embedded", "hub") and saved.get("preset") == "default":
+        click.echo(f"  note: the defaults were chosen on the embedded data; to choose them on yours: unlearnbench tune "
+                   f"--method {saved['method']} --task {saved['task']} --data {saved['data']}, then run --from-tune")
     click.echo(f"results: {run_dir}")
 
 

@@ -33,6 +33,8 @@ def test_two_cpu_processes_match_one_with_the_same_effective_batch(tiny_model_di
               "--output-dir", str(tmp_path / "runs")]
     single = run_cli(*common, "--batch-size", "2", "--run-name", "one")
     assert single.returncode == 0, single.stderr
+    # the user's own data under untuned defaults: one line says how to tune them on it
+    assert f"unlearnbench tune --method ga --task hallucination --data {data}, then run --from-tune" in single.stdout
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--main_process_port", str(free_port())]
     double = run_cli(*common, "--batch-size", "1", "--run-name", "two", launcher=launcher,

@@ -112,10 +112,11 @@ def test_run_from_tune_runs_the_selected_settings_and_says_so_on_the_board(tiny_
     assert code == 0, err
     group = tmp_path / "tune-hallucination-npo-s0"
     chosen = json.loads((group / "tune.json").read_text())["selected"]
-    code, _, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--from-tune", str(group),
-                          "--limit", "2", "--max-new-tokens", "4", "--original", "base", "--output-dir", str(tmp_path),
-                          "--run-name", "tuned", "--set", "batch_size=1")
+    code, out, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--from-tune", str(group),
+                            "--limit", "2", "--max-new-tokens", "4", "--original", "base", "--output-dir", str(tmp_path),
+                            "--run-name", "tuned", "--set", "batch_size=1")
     assert code == 0, err
+    assert "defaults were chosen on the embedded data" not in out  # embedded data, and tuned anyway
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     hyper = config["config"]["method_hyper"]
     assert config["config"]["preset"] == "tuned" and config["config"]["tuned"]["trial"] == chosen["run"]
