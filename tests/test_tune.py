@@ -129,11 +129,15 @@ def test_run_from_tune_runs_the_selected_settings_and_says_so_on_the_board(tiny_
     assert "| tuned " in text and f"tuned: {chosen['run']} of 2 trials in {group.name}" in text
 
     # What --from-tune refuses, in one line each, before anything slow starts.
-    for extra, fragments in (((), ("tuned method 'npo'", "'ga'")),
-                             (("--preset", "paper"), ("--preset or --from-tune",))):
-        code, _, err = invoke(capsys, "run", "--method", "ga" if not extra else "npo", "--model", str(tiny_model_dir),
-                              "--from-tune", str(group), "--output-dir", str(tmp_path), *extra)
-        assert_one_line_error(code, err, *fragments)
+    code, _, err = invoke(capsys, "run", "--method", "ga", "--model", str(tiny_model_dir), "--from-tune", str(group))
+    assert_one_line_error(code, err, "tuned method 'npo'", "'ga'")
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--from-tune", str(group),
+                          "--preset", "paper")
+    assert_one_line_error(code, err, "--preset or --from-tune")
+    summary = json.loads((group / "tune.json").read_text())
+    (group / "tune.json").write_text(json.dumps({**summary, "selected": None}))  # no trial met the rule
+    code, _, err = invoke(capsys, "run", "--method", "npo", "--model", str(tiny_model_dir), "--from-tune", str(group))
+    assert_one_line_error(code, err, "selected nothing")
     code, _, err = invoke(capsys, "run", "--method", "npo", "--from-tune", str(tmp_path / "nowhere"))
     assert_one_line_error(code, err, "no tune.json")
     code, _, err = invoke(capsys, "run", "--method", "npo", "--preset", "tuned")
