@@ -12,9 +12,10 @@ The objective reads those rows only, never a test set, by the rule of bench/sele
     selected     = argmin forget  subject to  utility drop ≤ max_utility_drop  and  degenerate ≤ max_degenerate
                    (ties: the higher utility)
 
-The search is Optuna's TPE sampler (seeded by the seed plus the trials so far), with the two limits as trial constraints, over the
-search space the method's config declares (`search_space`, next to its fields). The study is an
-SQLite file in the group folder: run the same command again and it continues where it stopped.
+The search is Optuna's TPE sampler (seeded by the seed plus the trials so far), with the two
+limits as trial constraints, over the search space the method's config declares (`search_space`,
+next to its fields). The study is an SQLite file in the group folder: run the same command again
+and it continues where it stopped.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def summarise(study, config: TuneConfig, group: Path, space: dict) -> dict:
     summary = {
         "method": base.method, "task": base.task, "model": base.model, "seed": base.seed,
         "trials": len(results), "search_space": {k: list(v) for k, v in space.items()},
-        "fixed": base.hyper, "sampler": f"optuna TPESampler(seed={base.seed} + trials already in the study), constraints: the two limits",
+        "fixed": base.hyper,
+        "sampler": f"optuna TPESampler(seed={base.seed} + trials already in the study), constraints: the two limits",
         "rule": selection.rule(config),
         "selected": chosen, "results": results,
     }
