@@ -349,7 +349,7 @@ def publish(run_dirs, leaderboard, no_plots):
 @click.option("--seed", type=int, default=0, show_default=True, help="the runs' seed and the sampler's")
 @click.option("--trials", type=int, default=12, show_default=True, help="completed trials the study should reach (a diverged trial does not count; rerun to top up)")
 @click.option("--steps", type=int, help="training steps of every trial (method default if unset)")
-@click.option("--limit", type=int, help="prompts per reported evaluation set in each trial (the tuner never reads them)")
+@click.option("--limit", type=int, help="prompts per test set; trials evaluate none, and the flag is accepted so that an earlier study's command continues unchanged")
 @click.option("--eval-limit", type=int, default=48, show_default=True, help="validation prompts per set")
 @click.option("--max-utility-drop", type=float, default=0.10, show_default=True,
               help="selection limit: relative fall of utility on normal_val")
@@ -450,24 +450,40 @@ def validate_judges(output):
 @click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
 @click.option("--target", type=float, help="compute-to-target: the forget_val rate to reach  [default: ppo's final + --tolerance]")
 @click.option("--tolerance", type=float, default=0.05, show_default=True, help="added to ppo's final rate for the default target")
-def compare(methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id, seeds,
-            eval_every, eval_limit, target, tolerance):
+@click.option("--resume", "resume", type=click.Path(file_okay=False), metavar="COMPARE_DIR",
+              help="finish an interrupted comparison with its recorded plan: completed runs are kept, "
+                   "interrupted ones continue, missing ones start")
+@click.pass_context
+def compare(ctx, methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id, seeds,
+            eval_every, eval_limit, target, tolerance, resume):
     """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
-    from unlearnbench.compare import compare as run_compare, parse_methods
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    from unlearnbench.compare import compare as run_compare, parse_methods, resume_compare
     from unlearnbench.records import load_json
     from unlearnbench.config import RunConfig
 
     from unlearnbench.multiseed import parse_seeds
 
-    names = parse_methods(methods)
-    seed_list = parse_seeds(seeds) if seeds is not None else None
-    if target is not None and not 0 <= target <= 1:
-        raise BenchError(f"--target is a forget rate between 0 and 1, got {target}")
-    _quiet_libraries()
-    config = RunConfig(task=task, model=model, data=data, seed=seed, hyper=_parse_set(sets), limit=limit,
-                       original=original, max_new_tokens=max_new_tokens, output_dir=output_dir,
-                       eval_every=eval_every, eval_limit=eval_limit)
-    folder = run_compare(config, names, compare_id, seeds=seed_list, target=target, tolerance=tolerance)
+    if resume:
+        given = [f"--{name.replace('_', '-')}" for name in ctx.params if name != "resume"
+                 and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        if given:
+            raise BenchError(f"--resume finishes the comparison with its recorded options; drop {', '.join(given)}")
+        _quiet_libraries()
+        folder = resume_compare(Path(resume))
+    else:
+        names = parse_methods(methods)
+        seed_list = parse_seeds(seeds) if seeds is not None else None
+        if target is not None and not 0 <= target <= 1:
+            raise BenchError(f"--target is a forget rate between 0 and 1, got {target}")
+        _quiet_libraries()
+        config = RunConfig(task=task, model=model, data=data, seed=seed, hyper=_parse_set(sets), limit=limit,
+                           original=original, max_new_tokens=max_new_tokens, output_dir=output_dir,
+                           eval_every=eval_every, eval_limit=eval_limit)
+        folder = run_compare(config, names, compare_id, seeds=seed_list, target=target, tolerance=tolerance)
     click.echo((folder / "compare.md").read_text())
     failed = [r["method"] for r in load_json(folder / "compare.json")["rows"] if r.get("error")]
     if failed:

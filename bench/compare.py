@@ -13,7 +13,9 @@ Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; the
                                 share of ppo's (bench/compute_to_target.py)
 
 With several seeds (`--seeds 0,1,2`) each method's runs are <method>/seed-<s>/ and a row is the
-mean over its seeds.
+mean over its seeds. compare_plan.json records the methods, seeds and options before the first run;
+`compare --resume FOLDER` finishes an interrupted comparison from it (a benchmark of several CPU hours
+can be spread over sessions).
 
 "sft" here is the paper's SFT row, SFT on the safe responses: the registered method `sft_safe`
 (the plain `sft` method fine-tunes on the forget pairs, the unsafe responses).
@@ -27,10 +29,12 @@ from pathlib import Path
 
 from unlearnbench import registry
 from unlearnbench.errors import BenchError
+from unlearnbench.progress import say
 from unlearnbench.records import load_json, read_jsonl_records, safe_name, write_json
 
 ALIASES = {"sft": "sft_safe"}  # the paper's SFT row trains on the safe responses
 BASELINE = "ppo"
+PLAN = "compare_plan.json"  # what `compare --resume` finishes
 
 
 def parse_methods(text: str) -> list[str]:
@@ -92,19 +96,73 @@ def compare(base, methods: list[str], compare_id: str | None = None, seeds: list
     except OSError as exc:
         raise BenchError(f"cannot write to '{folder}': {exc.strerror or exc}") from exc
     seeds = seeds or [base.seed]
-    outcomes = {}
+    # The plan is written before the first run, so that `compare --resume` can finish any part of it.
+    write_json(folder / PLAN, {"methods": methods, "seeds": seeds, "target": target, "tolerance": tolerance,
+                               "config": {k: v for k, v in dataclasses.asdict(base).items()
+                                          if k not in ("method", "seed", "run_name", "output_dir")}})
+    say(f"compare {folder}: if it is interrupted, `unlearnbench compare --resume {folder}` finishes it")
+    return _run_plan(folder, base, methods, seeds, target, tolerance)
+
+
+def resume_compare(folder: Path) -> Path:
+    """`compare --resume FOLDER`: keep the completed runs, continue the interrupted ones from their
+    checkpoints, start the missing ones, then rebuild the table, all with the recorded plan."""
+    from unlearnbench.config import RunConfig
+
+    folder = Path(folder)
+    if not (folder / PLAN).is_file():
+        raise BenchError(f"--resume: '{folder}' has no {PLAN}; it is not a compare folder (or predates resuming)")
+    plan = load_json(folder / PLAN, required=("methods", "seeds", "config"))
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    base = RunConfig(**{k: v for k, v in plan["config"].items() if k in known})
+    return _run_plan(folder, base, plan["methods"], plan["seeds"], plan.get("target"), plan.get("tolerance", 0.05))
+
+
+def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, tolerance) -> Path:
+    per_method = split_overrides(base.hyper, methods)
+    several = len(seeds) > 1
+    outcomes: dict = {}
     for m in methods:
         for seed in seeds:
-            several = len(seeds) > 1
             config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
                                          output_dir=str(folder / m if several else folder),
                                          run_name=f"seed-{seed}" if several else m)
-            try:
-                runner.run(config)
-            except BenchError as exc:  # diverged or failed: its record is kept and the table says so
-                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {exc}" if several else str(exc)]))
+            failure = _run_or_continue(config, folder)
+            if failure:  # diverged or failed: its record is kept and the table says so
+                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {failure}" if several else failure]))
     write_comparison(folder, methods, outcomes, target, tolerance)
     return folder
+
+
+def _run_or_continue(config, folder: Path) -> str | None:
+    """Run one method and seed, or pick up what an earlier, interrupted compare left; the failure, if any."""
+    from unlearnbench import runner
+    from unlearnbench.run_folder import RunRecord
+
+    run_dir = Path(config.output_dir) / config.run_name
+    try:
+        if not (run_dir / "metrics.json").is_file():
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # claimed but never written: reclaim the name
+            runner.run(config)
+            return None
+        record = RunRecord.load(run_dir)
+        if record.status == "completed":
+            return None
+        if record.status == "diverged":  # an outcome, not an accident: running it again gives it again
+            return record.error or "diverged"
+        try:
+            runner.resolve_config(config)[2].check_resume()
+        except BenchError:  # a method without checkpoints (ppo) starts again; its partial run is kept aside
+            aside = folder / "restarted" / f"{config.method}-{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.parent.mkdir(exist_ok=True)
+            run_dir.rename(aside)
+            runner.run(config)
+            return None
+        runner.run(resume=run_dir)
+    except BenchError as exc:
+        return str(exc)
+    return None
 
 
 def run_folders(folder: Path, method: str) -> list[Path]:

@@ -10,7 +10,10 @@ its SFT and reward-model stages):
     share(m, seed) = reached FLOPs of m / reached FLOPs of ppo, at the same seed (× 100%)
 
 Shares are reported as the mean ± 95% CI over the seeds where both reached the target; a seed
-where the method never got there counts as "not reached". A point is only as fine as K: the
+where the method never got there counts as "not reached". FLOPs are the same on any machine; seconds
+are not, so a time share pairs a seed with ppo's only when both ran on the same machine kind (the
+CPU or GPU model and features in their records): a comparison resumed on another machine keeps its
+FLOP shares and says which time shares it dropped. A point is only as fine as K: the
 target is met somewhere between the evaluation before and the one that sees it.
 """
 
@@ -58,6 +61,7 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
         target = sum(finals) / len(finals) + tolerance
         how = f"ppo's final forget_val rate, mean over {len(finals)} seed(s), + {tolerance}"
     base_reached = {s: reached(c, target) for s, c in baseline.items()}
+    machines = {m: {seed_of(d): machine_of(d) for d in dirs if (d / "config.json").is_file()} for m, dirs in runs.items()}
     methods = {}
     for method, by_seed in curves.items():
         hits = {s: reached(c, target) for s, c in by_seed.items()}
@@ -68,15 +72,31 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
         paired = [s for s, h in hits.items() if h and base_reached.get(s) and base_reached[s]["flops"] > 0]
         if paired:
             row["flops_pct_of_ppo"] = summarize([100 * hits[s]["flops"] / base_reached[s]["flops"] for s in paired]).__dict__
+            same_machine = [s for s in paired if base_reached[s]["seconds"] > 0
+                            and machines[method].get(s) == machines.get(BASELINE, {}).get(s)]
             row["seconds_pct_of_ppo"] = summarize([100 * hits[s]["seconds"] / base_reached[s]["seconds"]
-                                                   for s in paired if base_reached[s]["seconds"] > 0]).__dict__
+                                                   for s in same_machine]).__dict__
             row["paired_seeds"] = sorted(paired)
+            if len(same_machine) < len(paired):
+                row["seconds_unpaired_seeds"] = sorted(set(paired) - set(same_machine))
         methods[method] = row
-    return {"target": target, "how": how, "methods": methods, "curves": curves}
+    kinds = sorted({k for by_seed in machines.values() for k in by_seed.values() if k})
+    return {"target": target, "how": how, "methods": methods, "curves": curves, "machines": kinds}
 
 
 def seed_of(run_dir: Path) -> int:
     return json.loads((run_dir / "config.json").read_text())["config"]["seed"]
+
+
+def machine_of(run_dir: Path) -> str | None:
+    """The machine kind a run's seconds were measured on: its processor, the features that change
+    speed, and its GPUs, from the record (None if the record predates them)."""
+    hardware = json.loads((run_dir / "config.json").read_text()).get("environment", {}).get("hardware")
+    if not hardware:
+        return None
+    parts = [hardware.get("cpu", "?"), "/".join(hardware.get("cpu_features", [])) or "-",
+             f"{hardware.get('cpu_count', '?')} cores", *hardware.get("cuda", [])]
+    return ", ".join(str(p) for p in parts)
 
 
 def cell(summary: dict | None, digits: int = 1, scale: float = 1.0) -> str:
@@ -102,7 +122,19 @@ def markdown(result: dict) -> list[str]:
             "the --eval-every steps only.", "",
             tabulate(rows, headers=["method", "seeds reached", "TFLOPs to target", "% of ppo's FLOPs",
                                     "train s to target", "% of ppo's time"], tablefmt="github", disable_numparse=True),
-            "", "![forget rate on forget_val against training compute](compute_to_target.png)", ""]
+            "", *_machine_lines(result),
+            "![forget rate on forget_val against training compute](compute_to_target.png)", ""]
+
+
+def _machine_lines(result: dict) -> list[str]:
+    kinds = result.get("machines", [])
+    if len(kinds) < 2:
+        return [f"Measured on {kinds[0]}.", ""] if kinds else []
+    dropped = {m: row["seconds_unpaired_seeds"] for m, row in result["methods"].items() if row.get("seconds_unpaired_seeds")}
+    return [f"The runs come from {len(kinds)} machine kinds ({'; '.join(kinds)}). FLOP shares pair every seed; a "
+            "time share only pairs seeds run on the same kind as ppo's"
+            + (" (left out: " + ", ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in dropped.items()) + ")."
+               if dropped else "."), ""]
 
 
 def plot(result: dict, path: Path) -> None:

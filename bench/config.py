@@ -41,6 +41,9 @@ class RunConfig:
     select: str = "last"  # "best": keep the best evaluated step under the selection rule (bench/selection.py)
     max_utility_drop: float = 0.10  # the rule's limits, for --select best
     max_degenerate: float = 0.10
+    # False: generate on the validation slice only (eval_every), never on the test sets; what a
+    # tune trial needs, since its objective reads validation rows alone.
+    evaluate_test_sets: bool = True
 
 
 def resolve_config(config: RunConfig):
@@ -49,6 +52,8 @@ def resolve_config(config: RunConfig):
     method_cls = registry.get("method", config.method)
     from unlearnbench.generation import choose_backend  # "auto" becomes vllm or hf; the record keeps which
     config = dataclasses.replace(config, backend=choose_backend(config.backend))
+    if not config.evaluate_test_sets and not config.eval_every:
+        raise BenchError("a run without its test sets must evaluate along training (eval_every), or it measures nothing")
     if (config.preset == "tuned") != (config.tuned is not None):
         raise BenchError("preset 'tuned' is what --from-tune TUNE_DIR sets; give --from-tune instead")
     # A tuned run starts where its study's trials started, from the default preset.

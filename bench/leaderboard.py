@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from unlearnbench.errors import BenchError
-from unlearnbench.tables import group_key, measured_rows, original_rows
+from unlearnbench.tables import group_key, machine_kind, measured_rows, original_rows
 
 FORMAT_VERSION = 1
 LOCK_TIMEOUT_SECONDS = 600
@@ -334,6 +334,9 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
         "and the hash of every record file.",
         "",
         "- **measured**: runs of this suite. `O` rows are the models before unlearning, `M` rows after.",
+        *(["- Each machine kind has its own `O` row: a run prepares and evaluates its original on its own "
+           "machine, and bf16 arithmetic differs between CPUs with and without AMX, so the scores differ. The "
+           "hardware column under Provenance tells which `M` rows start from which."] if len({machine_kind(e) for e in entries}) > 1 else []),
         "- **reported (paper)**: numbers the paper reports (Yao, Xu, Liu 2023) for its models and judges, "
         "which differ from ours; context, not a like-for-like comparison.",
         "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "
@@ -391,7 +394,7 @@ def provenance_cells(members: list[dict], original: bool = False) -> list[str]:
         settings = ", ".join(f"{k}={hyper[k]}" for k in ("steps", "lr", "batch_size") if k in hyper)
         settings += "".join(f", {k}={hyper[k]}" for k in sorted(shown_settings(first["method"], hyper)) if k in hyper)
     settings += f", template={first['settings']['template']}, limit={first['settings']['limit']}"
-    if "tuned" in first["settings"]:
+    if "tuned" in first["settings"] and not original:
         tuned = first["settings"]["tuned"]
         settings += f", tuned: {tuned['trial']} of {tuned['trials']} trials in {tuned['study']}"
     commits = sorted({(m["git_commit"] or "unknown")[:12] + ("-dirty" if (m["git_commit"] or "").endswith("-dirty") else "")

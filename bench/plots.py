@@ -38,7 +38,8 @@ def _save(fig, path: Path) -> None:
 def _row_label(label: str, members: list[dict]) -> str:
     """The leaderboard row id first, so that a plot and the table name a row alike."""
     first = members[0]
-    return f"{label} {first['method']} ({first['model']}, {len(members)} seed{'s' if len(members) > 1 else ''})"
+    preset = "" if first.get("preset", "default") == "default" else f" {first['preset']}"
+    return f"{label} {first['method']}{preset} ({first['model']}, {len(members)} seed{'s' if len(members) > 1 else ''})"
 
 
 def write_leaderboard_plots(task: str, entries: list[dict], folder: Path) -> None:

@@ -52,7 +52,8 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
         judge_model = pipeline.evaluate_original(original, loaded, template, evaluator)
         result = pipeline.fit(original, loaded, data, template, evaluator, judge_model, state)
         if state.is_main_process:
-            pipeline.evaluate("unlearned", result.model, evaluator, loaded.num_parameters)
+            if config.evaluate_test_sets:
+                pipeline.evaluate("unlearned", result.model, evaluator, loaded.num_parameters)
             if config.save_model or config.attacks:
                 models.save_atomically(result.model, loaded.tokenizer, pipeline.run_dir / "model")
             pipeline.complete()
@@ -214,17 +215,21 @@ class Pipeline:
 
     def choose_original(self, data, loaded, template, evaluator, state):
         # The main process prepares (and caches) the original if one is needed; the others then load it.
+        reused_from = (self.record.original or {}).get("evaluation_from")  # a resumed run keeps saying so
         if self.main:
             original, self.record.original = choose_original(self.config, self.task, data, loaded, template, evaluator,
                                                              self.record.compute)
         state.wait_for_everyone()
         if not self.main:
             original, self.record.original = choose_original(self.config, self.task, data, loaded, template, evaluator, {})
+        if reused_from:
+            self.record.original["evaluation_from"] = reused_from
         self.save()
         return original
 
     def evaluate_original(self, original, loaded, template, evaluator):
         """Evaluate the original; returns the frozen copy of it that judges fluency and anchors training."""
+        from unlearnbench import original_evaluations
         from unlearnbench.metrics.judges import LanguageModelJudge
 
         with measure(self.record.compute, "eval_original") as measured:
@@ -234,16 +239,34 @@ class Pipeline:
             kind = self.record.original["kind"]
             evaluator.judges["lm"] = LanguageModelJudge(judge_model, template,
                                                         f"nll under the original ({kind} {self.config.model})")
+            stored = None
+            if self.main and not self.record.metrics.get("original"):
+                stored = original_evaluations.load(self.config, self.record)
+                if stored is not None:
+                    self.adopt_original_evaluation(stored)
             for split in self.recorded_splits("original"):  # resumed: what similarity_to_original compares with
                 rows = sorted((r for r in self.generations if r["phase"] == "original" and r["split"] == split),
                               key=lambda r: r["index"])
                 evaluator.original_outputs[split] = [r["output"] for r in rows]
             if self.main:
-                self._evaluate_sets("original", generator, evaluator, loaded.num_parameters, measured)
+                if self.config.evaluate_test_sets:
+                    self._evaluate_sets("original", generator, evaluator, loaded.num_parameters, measured)
                 self.record.generator = {**generator.describe(), "generation": evaluator.generation.to_dict()}
+                if stored is None:
+                    original_evaluations.store(self.config, self.record, self.generations)
             del generator
         self.save()
         return judge_model
+
+    def adopt_original_evaluation(self, stored: dict) -> None:
+        """Take an earlier run's scores and outputs of this same original (bench/original_evaluations.py)."""
+        self.record.metrics["original"] = stored["metrics"]
+        self.record.evaluated["original"] = stored["evaluated"]
+        self.record.judges = {**stored["judges"], **self.record.judges}
+        self.record.original = {**self.record.original, "evaluation_from": stored["run_id"]}
+        self.generations[:] = [r for r in self.generations if r["phase"] != "original"] + stored["generations"]
+        say(f"original: its evaluation is reused from run {stored['run_id']} (same original, data, settings and code)")
+        self.save()
 
     def evaluate(self, phase: str, model, evaluator: Evaluator, parameters: int, measured_as: str | None = None) -> None:
         """Generate and score every evaluation set of `phase` not yet recorded, saving after each."""

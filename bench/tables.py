@@ -6,6 +6,7 @@ Every table is made from record dicts (a run's metrics with its config), never f
 from __future__ import annotations
 
 import json
+import re
 
 from unlearnbench.metrics import FORGET_RATES
 
@@ -99,7 +100,14 @@ def group_key(entry: dict) -> str:
 
 def original_key(entry: dict) -> str:
     return json.dumps([entry["model"], entry["data"], entry["settings"]["original"], entry["settings"]["template"],
-                       entry["settings"]["limit"], entry["judges"]], sort_keys=True)
+                       entry["settings"]["limit"], entry["judges"], machine_kind(entry)], sort_keys=True)
+
+
+def machine_kind(entry: dict) -> str:
+    """The hardware an entry ran on, without its thread count. A run prepares and evaluates its
+    original on its own machine, and bf16 arithmetic differs between kinds (AMX or not), so each
+    kind gets its own original row."""
+    return re.sub(r", \d+ threads?$", "", entry.get("hardware", ""))
 
 
 def groups(entries: list[dict], key) -> list[list[dict]]:

@@ -10,6 +10,9 @@ import sys
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["UNLEARNBENCH_QUIET"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests replace judges and data in-process, which the reuse key cannot see; the test of reuse
+# turns it on with its own cache.
+os.environ["UNLEARNBENCH_REUSE_ORIGINAL_EVAL"] = "0"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under `pytest -n N` each worker (and every CLI subprocess it starts) gets one thread:
     # N workers of the default width would oversubscribe the cores.

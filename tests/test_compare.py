@@ -1,6 +1,7 @@
 """`unlearnbench compare`: methods validated up front, one run each, one table with compute as % of ppo."""
 
 import json
+import shutil
 
 import pytest
 
@@ -108,9 +109,11 @@ def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, ca
     assert "greedy reward on held-out prompts" in (folder / "compare.md").read_text()
 
 
-def fake_run(folder, seed, flops, rates, seconds=None):
+def fake_run(folder, seed, flops, rates, seconds=None, cpu=None):
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"run_id": folder.name, "config": {"seed": seed}}))
+    environment = {"hardware": {"cpu": cpu, "cpu_features": ["AVX2"], "cpu_count": 2, "cuda": []}} if cpu else {}
+    (folder / "config.json").write_text(json.dumps({"run_id": folder.name, "config": {"seed": seed},
+                                                    "environment": environment}))
     seconds = seconds or [f / 1e10 for f in flops]
     (folder / "eval_log.jsonl").write_text("".join(
         json.dumps({"step": i, "train_flops": f, "train_seconds": s, "forget_val/harmful_rate": r}) + "\n"
@@ -137,6 +140,22 @@ def test_compute_to_target_pairs_each_seed_with_ppos(tmp_path):
     assert compute_to_target({"ga": [tmp_path / "nowhere"]}) is None
 
 
+def test_compute_to_target_pairs_seconds_only_on_the_same_machine_kind(tmp_path):
+    from unlearnbench.compute_to_target import compute_to_target, markdown
+
+    runs = {"ppo": [fake_run(tmp_path / "ppo0", 0, [1e12, 2e12], [0.9, 0.1], [100, 200], cpu="Xeon"),
+                    fake_run(tmp_path / "ppo1", 1, [1e12, 2e12], [0.9, 0.1], [100, 200], cpu="Xeon")],
+            "ga": [fake_run(tmp_path / "ga0", 0, [0, 1e11], [0.9, 0.1], [0, 10], cpu="Xeon"),
+                   fake_run(tmp_path / "ga1", 1, [0, 1e11], [0.9, 0.1], [0, 40], cpu="EPYC")]}
+    result = compute_to_target(runs, target=0.2)
+    ga = result["methods"]["ga"]
+    assert ga["flops_pct_of_ppo"]["mean"] == pytest.approx(5.0) and ga["flops_pct_of_ppo"]["n"] == 2
+    assert ga["seconds_pct_of_ppo"]["mean"] == pytest.approx(5.0) and ga["seconds_pct_of_ppo"]["n"] == 1  # 10 / 200
+    assert ga["seconds_unpaired_seeds"] == [1]
+    text = "\n".join(markdown(result))
+    assert "2 machine kinds" in text and "left out: ga seeds 1" in text
+
+
 def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_dir, tmp_path, capsys):
     # ppo's own evaluation along training is tested in test_eval_along_training; here two quick methods
     # and a given target (the default one needs ppo) exercise the layout, the table and the plot.
@@ -155,3 +174,44 @@ def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_
     runs = [json.loads((folder / "ga" / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)]
     assert ga["seeds"] == 2 and ga["train_flops"] == pytest.approx(sum(r["compute"]["train"]["flops"] for r in runs) / 2)
     assert "## Compute to target" in out and (folder / "compute_to_target.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_resume_keeps_completed_runs_continues_the_rest_and_restarts_ppo(tiny_model_dir, tmp_path, capsys):
+    tiny = ["--model", str(tiny_model_dir), "--original", "base", "--limit", "2", "--max-new-tokens", "3",
+            "--output-dir", str(tmp_path), "--compare-id", "cmp", "--set", "steps=2", "--set", "batch_size=2",
+            "--set", "ppo.sft_steps=2", "--set", "ppo.rm_steps=2", "--set", "ppo.response_length=3",
+            "--set", "ppo.rm_batch_size=2", "--set", "ppo.sft_batch_size=2", "--set", "ppo.ppo_steps=2"]
+    code, _, err = invoke(capsys, "compare", "--methods", "ga,sft,ppo", *tiny)
+    assert code == 0, err
+    folder = tmp_path / "cmp"
+    plan = json.loads((folder / "compare_plan.json").read_text())
+    assert plan["methods"] == ["ga", "sft_safe", "ppo"] and plan["seeds"] == [0]
+    # What a killed comparison leaves: ga never started, sft_safe and ppo stopped part-way.
+    shutil.rmtree(folder / "ga")
+    for method in ("sft_safe", "ppo"):
+        record_file = folder / method / "metrics.json"
+        record_file.write_text(record_file.read_text().replace('"status": "completed"', '"status": "interrupted"'))
+    code, out, err = invoke(capsys, "compare", "--resume", str(folder))
+    assert code == 0, err
+    records = {m: json.loads((folder / m / "metrics.json").read_text()) for m in ("ga", "sft_safe", "ppo")}
+    assert {m: r["status"] for m, r in records.items()} == dict.fromkeys(records, "completed")
+    assert records["sft_safe"].get("resumed") and not records["ga"].get("resumed")  # sft_safe continued in its folder
+    aside = list((folder / "restarted").iterdir())  # ppo cannot resume: started again, the partial run kept
+    assert len(aside) == 1 and aside[0].name.startswith("ppo-ppo-")
+    assert json.loads((aside[0] / "metrics.json").read_text())["status"] == "interrupted"
+    assert {r["method"] for r in json.loads((folder / "compare.json").read_text())["rows"]} >= {"ga", "sft_safe", "ppo"}
+    # A diverged run is an outcome: a second resume does not run it again and the table says why.
+    record_file = folder / "ga" / "metrics.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "status": "diverged", "error": "loss became non-finite at step 2"}))
+    code, out, err = invoke(capsys, "compare", "--resume", str(folder))
+    assert code == 2 and "ga did not complete" in err
+    assert "ga: loss became non-finite at step 2" in (folder / "compare.md").read_text()
+    assert json.loads(record_file.read_text())["status"] == "diverged"
+
+
+def test_compare_resume_refuses_other_options_and_non_compare_folders(tmp_path, capsys):
+    code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path), "--methods", "ga")
+    assert code == 2 and "drop --methods" in err
+    code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path))
+    assert code == 2 and "compare_plan.json" in err and len(err.strip().splitlines()) == 1

@@ -53,6 +53,10 @@ def test_tune_runs_trials_and_resumes_the_same_study(tiny_model_dir, tmp_path, c
     assert first["results"][0]["params"] == {"lr": 3e-05, "beta": 0.1, "normal_weight": 1.0}
     assert first["results"][1]["params"] != first["results"][0]["params"]
     assert all((group / r["run"] / "eval_log.jsonl").is_file() for r in first["results"])
+    # a trial generates on the validation slice only: no test set is evaluated, before or after
+    trial = json.loads((group / first["results"][0]["run"] / "metrics.json").read_text())
+    assert trial["status"] == "completed" and not trial.get("metrics") and "eval_original" in trial["compute"]
+    assert not (group / first["results"][0]["run"] / "generations.jsonl").read_text().strip()
     assert "validation split only" in first["rule"] and "selected:" in out
 
     # A killed tune leaves a trial running: the next call marks it failed, runs its parameters

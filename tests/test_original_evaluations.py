@@ -1,0 +1,49 @@
+"""The original's evaluation is reused by a later run of the same original, data, settings and code,
+and by no other."""
+
+import json
+
+from conftest import invoke
+
+
+def run(capsys, tiny_model_dir, out, name, *extra):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
+                          "--original", "base", "--max-new-tokens", "3", "--output-dir", str(out),
+                          "--run-name", name, *extra)
+    assert code == 0, err
+    record = json.loads((out / name / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / name / "generations.jsonl").read_text().splitlines()]
+    return record, [r for r in rows if r["phase"] == "original"]
+
+
+def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "1")
+    monkeypatch.setenv("UNLEARNBENCH_CACHE", str(tmp_path / "cache"))
+    first, first_rows = run(capsys, tiny_model_dir, tmp_path, "ga", "--method", "ga")
+    assert "evaluation_from" not in first["original"]
+    assert len(list((tmp_path / "cache" / "original-evaluations").iterdir())) == 1
+
+    # Another method, same original: the scores and outputs are the first run's, and it says so.
+    second, second_rows = run(capsys, tiny_model_dir, tmp_path, "npo", "--method", "npo")
+    assert second["original"]["evaluation_from"] == "ga"
+    assert second["metrics"]["original"] == first["metrics"]["original"] and second_rows == first_rows
+    assert second["status"] == "completed" and second["metrics"]["unlearned"]  # the rest as always
+    assert set(second["metrics"]["unlearned"]) == set(first["metrics"]["unlearned"])
+    for split, scores in first["metrics"]["unlearned"].items():
+        assert set(second["metrics"]["unlearned"][split]) == set(scores)
+
+    # A setting that changes the evaluation (here the generation length) gets its own.
+    third, _ = run(capsys, tiny_model_dir, tmp_path, "longer", "--method", "ga", "--max-new-tokens", "4")
+    assert "evaluation_from" not in third["original"]
+    # and a different seed too
+    fourth, _ = run(capsys, tiny_model_dir, tmp_path, "seed1", "--method", "ga", "--seed", "1")
+    assert "evaluation_from" not in fourth["original"]
+
+
+def test_no_reuse_when_turned_off(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "0")
+    monkeypatch.setenv("UNLEARNBENCH_CACHE", str(tmp_path / "cache"))
+    run(capsys, tiny_model_dir, tmp_path, "a", "--method", "ga")
+    second, _ = run(capsys, tiny_model_dir, tmp_path, "b", "--method", "ga")
+    assert "evaluation_from" not in second["original"]
+    assert not (tmp_path / "cache" / "original-evaluations").exists()
