@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from unlearnbench import models, registry
+from unlearnbench import models, original_evaluations, registry
 from unlearnbench.compute import measure, training_flops
 from unlearnbench.config import RunConfig, resolve_config
 from unlearnbench.errors import BenchError
@@ -229,7 +229,6 @@ class Pipeline:
 
     def evaluate_original(self, original, loaded, template, evaluator):
         """Evaluate the original; returns the frozen copy of it that judges fluency and anchors training."""
-        from unlearnbench import original_evaluations
         from unlearnbench.metrics.judges import LanguageModelJudge
 
         with measure(self.record.compute, "eval_original") as measured:
@@ -373,4 +372,5 @@ class Pipeline:
             shutil.rmtree(best_dir)  # kept after the checkpoint the run resumes from: those steps run again
         return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
                                  self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora, path,
-                                 select=config if config.select == "best" else None, best_dir=best_dir)
+                                 select=config if config.select == "best" else None, best_dir=best_dir,
+                                 step_zero=original_evaluations.StepZero(config, self.record))

@@ -19,13 +19,22 @@ def run(capsys, tiny_model_dir, out, name, *extra):
 def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "1")
     monkeypatch.setenv("UNLEARNBENCH_CACHE", str(tmp_path / "cache"))
-    first, first_rows = run(capsys, tiny_model_dir, tmp_path, "ga", "--method", "ga")
+    first, first_rows = run(capsys, tiny_model_dir, tmp_path, "ga", "--method", "ga", "--eval-every", "1",
+                            "--eval-limit", "2")
     assert "evaluation_from" not in first["original"]
-    assert len(list((tmp_path / "cache" / "original-evaluations").iterdir())) == 1
+    stored = sorted(p.name.split("-")[1] for p in (tmp_path / "cache" / "original-evaluations").iterdir())
+    assert len(stored) == 2 and stored[1] == "step0"  # the test sets' evaluation, and the row before training
 
     # Another method, same original: the scores and outputs are the first run's, and it says so.
-    second, second_rows = run(capsys, tiny_model_dir, tmp_path, "npo", "--method", "npo")
+    second, second_rows = run(capsys, tiny_model_dir, tmp_path, "npo", "--method", "npo", "--eval-every", "1",
+                              "--eval-limit", "2")
     assert second["original"]["evaluation_from"] == "ga"
+    # the validation row before training too: same weights, same slice
+    logs = [[json.loads(line) for line in (tmp_path / name / "eval_log.jsonl").read_text().splitlines()]
+            for name in ("ga", "npo")]
+    assert "reused_from" not in logs[0][0] and logs[1][0]["reused_from"] == "ga"
+    assert {k: v for k, v in logs[1][0].items() if "/" in k} == {k: v for k, v in logs[0][0].items() if "/" in k}
+    assert "reused_from" not in logs[1][1]  # after a step the model is another
     assert second["metrics"]["original"] == first["metrics"]["original"] and second_rows == first_rows
     assert second["status"] == "completed" and second["metrics"]["unlearned"]  # the rest as always
     assert set(second["metrics"]["unlearned"]) == set(first["metrics"]["unlearned"])
@@ -47,3 +56,17 @@ def test_no_reuse_when_turned_off(tiny_model_dir, tmp_path, capsys, monkeypatch)
     second, _ = run(capsys, tiny_model_dir, tmp_path, "b", "--method", "ga")
     assert "evaluation_from" not in second["original"]
     assert not (tmp_path / "cache" / "original-evaluations").exists()
+
+
+def test_the_weights_fingerprint_tells_models_apart(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from unlearnbench.original_evaluations import weights_fingerprint
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    again = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert weights_fingerprint(model) == weights_fingerprint(again)
+    with torch.no_grad():
+        next(again.parameters()).view(-1)[0] += 1e-3
+    assert weights_fingerprint(model) != weights_fingerprint(again)
