@@ -13,9 +13,10 @@ Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; the
                                 share of ppo's (bench/compute_to_target.py)
 
 With several seeds (`--seeds 0,1,2`) each method's runs are <method>/seed-<s>/ and a row is the
-mean over its seeds. compare_plan.json records the methods, seeds and options before the first run;
-`compare --resume FOLDER` finishes an interrupted comparison from it (a benchmark of several CPU hours
-can be spread over sessions).
+mean over its seeds; the runs go seed by seed (every method at seed 0, then at seed 1, ...).
+compare_plan.json records the methods, seeds and options before the first run; `compare --resume
+FOLDER` finishes an interrupted comparison from it (a benchmark of several CPU hours can be spread
+over sessions).
 
 "sft" here is the paper's SFT row, SFT on the safe responses: the registered method `sft_safe`
 (the plain `sft` method fine-tunes on the forget pairs, the unsafe responses).
@@ -122,8 +123,9 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
     per_method = split_overrides(base.hyper, methods)
     several = len(seeds) > 1
     outcomes: dict = {}
-    for m in methods:
-        for seed in seeds:
+    # Seed by seed, so that a comparison stopped part-way has every method at its first seeds.
+    for seed in seeds:
+        for m in methods:
             config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
                                          output_dir=str(folder / m if several else folder),
                                          run_name=f"seed-{seed}" if several else m)
