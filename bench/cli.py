@@ -134,8 +134,7 @@ def run(ctx, method, task, model, data, steps, lr, batch_size, lora, precision, 
     from unlearnbench.config import RunConfig
 
     if resume:
-        given = [f"--{name.replace('_', '-')}" for name in ctx.params if name != "resume"
-                 and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        given = _given_options(ctx, besides="resume")
         if given:
             raise BenchError(f"--resume continues the run with its recorded options; drop {', '.join(given)}")
         from pathlib import Path
@@ -459,8 +458,6 @@ def compare(ctx, methods, task, model, data, seed, limit, sets, original, max_ne
     """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
     from pathlib import Path
 
-    from click.core import ParameterSource
-
     from unlearnbench.compare import compare as run_compare, parse_methods, resume_compare
     from unlearnbench.records import load_json
     from unlearnbench.config import RunConfig
@@ -468,8 +465,7 @@ def compare(ctx, methods, task, model, data, seed, limit, sets, original, max_ne
     from unlearnbench.multiseed import parse_seeds
 
     if resume:
-        given = [f"--{name.replace('_', '-')}" for name in ctx.params if name != "resume"
-                 and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        given = _given_options(ctx, besides="resume")
         if given:
             raise BenchError(f"--resume finishes the comparison with its recorded options; drop {', '.join(given)}")
         _quiet_libraries()
@@ -560,6 +556,14 @@ def check_backends(model, task, limit, backend, max_new_tokens, batch_size, dtyp
     click.echo(report["verdict"])
     if not report["passed"]:
         sys.exit(1)  # the verdict line says why
+
+
+def _given_options(ctx, besides: str) -> list[str]:
+    """The options the user gave (on the command line or in --config), as they are spelled."""
+    from click.core import ParameterSource
+
+    return [max(p.opts, key=len) for p in ctx.command.params if p.name != besides and p.name in ctx.params
+            and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)]
 
 
 def _interrupt(signum, frame):

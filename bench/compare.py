@@ -146,6 +146,8 @@ def _run_or_continue(config, folder: Path) -> str | None:
         if not (run_dir / "metrics.json").is_file():
             if run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # claimed but never written: reclaim the name
+            elif run_dir.is_dir():  # killed before its first record: keep what is there, start again
+                _set_aside(run_dir, folder, config)
             runner.run(config)
             return None
         record = RunRecord.load(run_dir)
@@ -153,18 +155,23 @@ def _run_or_continue(config, folder: Path) -> str | None:
             return None
         if record.status == "diverged":  # an outcome, not an accident: running it again gives it again
             return record.error or "diverged"
+        method = runner.resolve_config(config)[2]
         try:
-            runner.resolve_config(config)[2].check_resume()
+            method.check_resume()
         except BenchError:  # a method without checkpoints (ppo) starts again; its partial run is kept aside
-            aside = folder / "restarted" / f"{config.method}-{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            aside.parent.mkdir(exist_ok=True)
-            run_dir.rename(aside)
+            _set_aside(run_dir, folder, config)
             runner.run(config)
             return None
-        runner.run(resume=run_dir)
+        runner.run(resume=run_dir)  # interrupted, killed or failed: continue from its checkpoint
     except BenchError as exc:
         return str(exc)
     return None
+
+
+def _set_aside(run_dir: Path, folder: Path, config) -> None:
+    aside = folder / "restarted" / f"{config.method}-{config.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.parent.mkdir(exist_ok=True)
+    run_dir.rename(aside)
 
 
 def run_folders(folder: Path, method: str) -> list[Path]:
@@ -203,7 +210,11 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
 
     from unlearnbench.run_folder import RunRecord
 
+    from unlearnbench.compute_to_target import machine_of
+
     per_seed = {m: [RunRecord.load(d).as_dict() for d in run_folders(folder, m)] for m in methods}
+    # Seconds are only comparable on one machine kind (FLOPs on any), as in compute-to-target.
+    machines = sorted({machine_of(d) or "unrecorded" for m in methods for d in run_folders(folder, m)})
     records = {m: runs[0] for m, runs in per_seed.items() if runs}
     with_metrics = [r for r in records.values() if r.get("metrics", {}).get("original")]
     columns = paper_columns(with_metrics[0]["metrics"]) if with_metrics else []
@@ -237,14 +248,14 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
                           if k.startswith("train:")}}
         if base.get("flops") and flops is not None:
             row["flops_pct_of_ppo"] = 100.0 * flops / base["flops"]
-        if base.get("wall_seconds") and wall is not None:
+        if base.get("wall_seconds") and wall is not None and len(machines) == 1:
             row["wall_pct_of_ppo"] = 100.0 * wall / base["wall_seconds"]
         rows.append(row)
     greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {})
     trend = ppo_reward_trend(ppo_log, greedy.get("after_ppo_steps")) if ppo_log else None
     return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base.get("flops") else None,
             "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
-            "ppo_reward": trend, "ppo_greedy_reward": greedy or None}
+            "ppo_reward": trend, "ppo_greedy_reward": greedy or None, "machines": machines}
 
 
 def markdown(result: dict) -> str:
@@ -272,6 +283,10 @@ def markdown(result: dict) -> str:
              tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     failed = [r for r in result["rows"] if r.get("error")]
     lines += [f"- {r['method']}: {r['error']}" for r in failed]
+    if len(result.get("machines", [])) > 1:
+        lines += ["", f"The runs come from {len(result['machines'])} machine kinds ({'; '.join(result['machines'])}): "
+                      "wall-time shares are left out, and the original row averages originals evaluated on different "
+                      "kinds; FLOPs compare across kinds."]
     stages = next((r["stages"] for r in result["rows"] if r["method"] == BASELINE and r.get("stages")), None)
     if stages:
         lines += ["", "ppo stages: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"

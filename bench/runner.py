@@ -238,9 +238,10 @@ class Pipeline:
             kind = self.record.original["kind"]
             evaluator.judges["lm"] = LanguageModelJudge(judge_model, template,
                                                         f"nll under the original ({kind} {self.config.model})")
-            stored = None
-            if self.main and not self.record.metrics.get("original"):
-                stored = original_evaluations.load(self.config, self.record)
+            kept = original_evaluations.OriginalEvaluations(self.config, self.record, loaded.tokenizer)
+            place = kept.test_sets_place(original) if self.main else None
+            if not self.record.metrics.get("original"):
+                stored = kept.load(place, "evaluated", "judges", "generations")
                 if stored is not None:
                     self.adopt_original_evaluation(stored)
             for split in self.recorded_splits("original"):  # resumed: what similarity_to_original compares with
@@ -251,8 +252,8 @@ class Pipeline:
                 if self.config.evaluate_test_sets:
                     self._evaluate_sets("original", generator, evaluator, loaded.num_parameters, measured)
                 self.record.generator = {**generator.describe(), "generation": evaluator.generation.to_dict()}
-                if stored is None:
-                    original_evaluations.store(self.config, self.record, self.generations)
+                if "evaluation_from" not in self.record.original:  # a reused evaluation is not kept again
+                    kept.store_original(place, self.generations)
             del generator
         self.save()
         return judge_model
@@ -373,4 +374,4 @@ class Pipeline:
         return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
                                  self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora, path,
                                  select=config if config.select == "best" else None, best_dir=best_dir,
-                                 step_zero=original_evaluations.StepZero(config, self.record))
+                                 kept=original_evaluations.OriginalEvaluations(config, self.record, loaded.tokenizer))

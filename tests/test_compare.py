@@ -200,7 +200,9 @@ def test_compare_resume_keeps_completed_runs_continues_the_rest_and_restarts_ppo
     assert len(aside) == 1 and aside[0].name.startswith("ppo-ppo-")
     assert json.loads((aside[0] / "metrics.json").read_text())["status"] == "interrupted"
     assert {r["method"] for r in json.loads((folder / "compare.json").read_text())["rows"]} >= {"ga", "sft_safe", "ppo"}
-    # A diverged run is an outcome: a second resume does not run it again and the table says why.
+    # A diverged run is an outcome: a second resume does not run it again and the table says why;
+    # the completed runs are left as they are.
+    kept = {m: (folder / m / "metrics.json").read_bytes() for m in ("sft_safe", "ppo")}
     record_file = folder / "ga" / "metrics.json"
     record = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({**record, "status": "diverged", "error": "loss became non-finite at step 2"}))
@@ -208,10 +210,13 @@ def test_compare_resume_keeps_completed_runs_continues_the_rest_and_restarts_ppo
     assert code == 2 and "ga did not complete" in err
     assert "ga: loss became non-finite at step 2" in (folder / "compare.md").read_text()
     assert json.loads(record_file.read_text())["status"] == "diverged"
+    assert {m: (folder / m / "metrics.json").read_bytes() for m in kept} == kept
 
 
 def test_compare_resume_refuses_other_options_and_non_compare_folders(tmp_path, capsys):
     code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path), "--methods", "ga")
     assert code == 2 and "drop --methods" in err
+    code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path), "--set", "steps=2")
+    assert code == 2 and "drop --set" in err and "--sets" not in err  # as the flag is spelled
     code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path))
     assert code == 2 and "compare_plan.json" in err and len(err.strip().splitlines()) == 1

@@ -358,3 +358,19 @@ def test_a_new_run_named_like_a_published_one_does_not_hide_it(runs, tmp_path, c
     (rerun / "config.json").write_text(json.dumps(saved))
     code, out, err = invoke(capsys, "publish", str(rerun), "--leaderboard", str(board))
     assert code == 0 and "1 run(s) added" in out and "2 measured row(s)" in out, err
+
+
+def test_original_rows_split_by_machine_kind_but_not_by_thread_count():
+    from unlearnbench.tables import original_rows
+
+    def entry(key, seed, hardware):
+        return {"key": key, "model": "m", "method": "ga", "seed": seed, "data": {"source": "embedded"},
+                "settings": {"original": "prepared", "template": "auto", "limit": None}, "judges": {},
+                "hardware": hardware}
+
+    amx = "Intel(R) Xeon(R) Processor (AMX-BF16, AVX2) CPU, 2 threads"
+    rows = original_rows([entry("a", 0, "x86_64 CPU, 1 thread"), entry("b", 1, "x86_64 CPU, 2 threads"),
+                          entry("c", 0, amx)])
+    assert [label for label, _ in rows] == ["O1", "O2"]
+    kinds = [sorted(m["key"] for m in members) for _, members in rows]
+    assert sorted(kinds) == [["a", "b"], ["c"]]  # one thread or two: the same kind, one row

@@ -49,6 +49,17 @@ def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir,
     assert "evaluation_from" not in fourth["original"]
 
 
+def test_no_reuse_with_a_judge_that_is_not_shipped(tmp_path, monkeypatch):
+    from unlearnbench.config import RunConfig
+    from unlearnbench.original_evaluations import enabled
+
+    monkeypatch.setenv("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "1")
+
+    assert enabled(RunConfig())
+    assert not enabled(RunConfig(harm_judge="PKU-Alignment/beaver-dam-7b"))  # could change behind its name
+    assert not enabled(RunConfig(encoder=str(tmp_path)))
+
+
 def test_no_reuse_when_turned_off(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("UNLEARNBENCH_REUSE_ORIGINAL_EVAL", "0")
     monkeypatch.setenv("UNLEARNBENCH_CACHE", str(tmp_path / "cache"))
