@@ -146,13 +146,18 @@ def judge_names(results: dict) -> dict:
             for scores in results.values() for name, r in scores.items()}
 
 
+OUTPUTS_ALONG_TRAINING = "eval_generations.jsonl"
+
+
 class ValidationMonitor:
     """Evaluation along training (`--eval-every K`): every K steps, and before the first and after
     the last, generate for the first `limit` prompts of each validation set and score them.
 
     One row per evaluation goes to eval_log.jsonl: the step, the training FLOPs so far (the
     suite's count), the training wall seconds so far (without the time spent here), and every
-    metric as "<set>/<metric>". Only validation prompts are used: the test sets decide nothing.
+    metric as "<set>/<metric>". Every output, with its per-item scores, goes to
+    eval_generations.jsonl, so that `rescore` can recompute the log with a better judge. Only
+    validation prompts are used: the test sets decide nothing.
     `compute` is what the evaluations cost, a phase of its own in the run's record.
 
     With `select` (limits with max_utility_drop and max_degenerate: `run --select best`), the
@@ -168,6 +173,7 @@ class ValidationMonitor:
         from unlearnbench.tasks import EvalSet
 
         self.evaluator, self.every, self.steps, self.path = evaluator, every, steps, path
+        self.outputs_path = path.with_name(OUTPUTS_ALONG_TRAINING)
         self.select, self.best_dir = select, best_dir
         self.kept = kept  # bench/original_evaluations.py: the row before training, reused across runs
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
@@ -193,17 +199,21 @@ class ValidationMonitor:
         row = {"step": step, "train_flops": training_flops(self.parameters, trained_tokens, reference_tokens, self.lora),
                "train_seconds": round(began - self.started - self.compute.wall_seconds, 3)}
         place = self.kept.step_zero_place(model) if step == 0 and self.kept is not None else None
-        stored = self.kept.load(place) if place is not None else None
+        stored = self.kept.load(place, "rows") if place is not None else None
         if stored is not None:
             row.update({**stored["metrics"], "reused_from": stored["run_id"]})
+            outputs = stored["rows"]
         else:
-            results, _ = self.evaluator.evaluate(self.evaluator.generator(model), f"step {step}", counter=self.count,
-                                                 eval_sets=self.sets)
+            results, outputs = self.evaluator.evaluate(self.evaluator.generator(model), f"step {step}",
+                                                       counter=self.count, eval_sets=self.sets)
             row.update({f"{name}/{metric}": result.value for name, scores in results.items()
                         for metric, result in scores.items()})
+            outputs = [{"step": step, **{k: v for k, v in r.items() if k != "phase"}} for r in outputs]
             if place is not None:
-                self.kept.store_step_zero(place, {k: v for k, v in row.items() if "/" in k})
+                self.kept.store_step_zero(place, {k: v for k, v in row.items() if "/" in k}, outputs)
         model.train(was_training)
+        with open(self.outputs_path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in outputs)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         self.first = self.first or row

@@ -162,9 +162,9 @@ class OriginalEvaluations:
                                 "evaluated": record.evaluated["original"], "judges": record.judges,
                                 "generations": [r for r in generations if r["phase"] == "original"]})
 
-    def store_step_zero(self, place: Path | None, metrics: dict) -> None:
+    def store_step_zero(self, place: Path | None, metrics: dict, rows: list[dict]) -> None:
         if place is not None:
-            self._store(place, {"run_id": self.record.run_id, "metrics": metrics})
+            self._store(place, {"run_id": self.record.run_id, "metrics": metrics, "rows": rows})
 
     @staticmethod
     def _store(place: Path, payload: dict) -> None:

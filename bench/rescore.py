@@ -4,9 +4,11 @@ When a judge or a metric improves, the outputs a run generated are still valid e
 their scores are stale. Rescoring reads `generations.jsonl`, recomputes every metric the task
 now lists that can be computed from text (with the run's own judge settings), and rewrites
 the per-item scores, `metrics.json` and the README. Metrics that need a model forward pass
-(fluency: the original model's NLL) keep their recorded values and judge. The record says what
-was rescored, when and by which commit, under "rescored". Nothing else in the folder changes,
-and no model is trained or run.
+(fluency: the original model's NLL) keep their recorded values and judge. A run evaluated along
+training (`--eval-every`) that kept those outputs (`eval_generations.jsonl`) has its
+`eval_log.jsonl` rescored the same way, so that its curves and compute-to-target follow the new
+judge too. The record says what was rescored, when and by which commit, under "rescored".
+Nothing else in the folder changes, and no model is trained or run.
 """
 
 from __future__ import annotations
@@ -67,10 +69,49 @@ def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
         record["metrics"][phase][split] = {**scores_as_dicts({split: scores})[split], **kept}
         record["judges"] = {**record.get("judges", {}), **judge_names({split: scores})}
         recomputed |= set(scores)
+    along_training = rescore_eval_log(run_dir, data, judges)
     record["rescored"] = {"metrics": sorted(recomputed), "git_commit": git_commit(),
+                          **({"eval_log": sorted(along_training)} if along_training else {}),
                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "kept": "fluency and other language-model scores, as generated"}
     write_jsonl(run_dir / "generations.jsonl", rows)
     write_json(run_dir / "metrics.json", record)
     write_run_readme(run_dir, {**record, "config": saved["config"]})
     return sorted(recomputed)
+
+
+def rescore_eval_log(run_dir: Path, data, judges: dict) -> set[str]:
+    """Recompute eval_log.jsonl's validation scores from eval_generations.jsonl; the metrics
+    recomputed (none when the run kept no outputs along training)."""
+    import json
+
+    from unlearnbench.evaluation import OUTPUTS_ALONG_TRAINING, score_outputs
+    from unlearnbench.records import atomic_write_text, read_jsonl_records, write_jsonl
+
+    outputs_file = run_dir / OUTPUTS_ALONG_TRAINING
+    if not outputs_file.is_file():
+        return set()
+    rows = read_jsonl_records(outputs_file, required=("step", "split", "index", "question", "output"))
+    log = read_jsonl_records(run_dir / "eval_log.jsonl", required=("step",))
+    by_step = {row["step"]: row for row in log}
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["step"], row["split"]), []).append(row)
+    recomputed: set[str] = set()
+    for (step, split), group in sorted(groups.items()):
+        eval_set = data.validation_sets.get(split)
+        group.sort(key=lambda r: r["index"])
+        if eval_set is None or step not in by_step or \
+                [r["question"] for r in group] != eval_set.questions[:len(group)]:
+            raise BenchError(f"{run_dir}: the '{split}' prompts of {OUTPUTS_ALONG_TRAINING} at step {step} are not "
+                             "the task's validation prompts (other data, seed or limit)")
+        names = [m for m in eval_set.metrics if registry.get("metric", m)().judge_kind not in KEPT_KINDS]
+        scores = score_outputs(names, [r["output"] for r in group], eval_set.refs[:len(group)], judges)
+        for name, result in scores.items():
+            by_step[step][f"{split}/{name}"] = result.value
+            for row, value in zip(group, result.per_item):
+                row[name] = value
+        recomputed |= set(scores)
+    write_jsonl(outputs_file, rows)
+    atomic_write_text(run_dir / "eval_log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+    return recomputed

@@ -354,7 +354,7 @@ class Pipeline:
         to its checkpoint and continues the log."""
         import json
 
-        from unlearnbench.evaluation import ValidationMonitor
+        from unlearnbench.evaluation import OUTPUTS_ALONG_TRAINING, ValidationMonitor
 
         config = self.config
         if config.eval_every and state.num_processes > 1:
@@ -362,16 +362,19 @@ class Pipeline:
             raise BenchError("--eval-every runs in one process for now; drop it or run without accelerate launch")
         if not config.eval_every:
             return None
-        path = self.run_dir / "eval_log.jsonl"
         done = checkpointing.saved_step() if self.resuming else 0
-        kept = [line for line in (path.read_text().splitlines() if path.is_file() else [])
-                if line.strip() and json.loads(line)["step"] <= done]
-        path.write_text("".join(line + "\n" for line in kept))
-        self.record.files = {**(self.record.files or {}), "eval_log": "eval_log.jsonl"}
+        for name in ("eval_log.jsonl", OUTPUTS_ALONG_TRAINING):  # cut back to the checkpoint, as the train log
+            path = self.run_dir / name
+            kept = [line for line in (path.read_text().splitlines() if path.is_file() else [])
+                    if line.strip() and json.loads(line)["step"] <= done]
+            path.write_text("".join(line + "\n" for line in kept))
+        self.record.files = {**(self.record.files or {}), "eval_log": "eval_log.jsonl",
+                             "eval_generations": OUTPUTS_ALONG_TRAINING}
         best_dir = self.run_dir / "best"
         if (best_dir / "best.json").is_file() and json.loads((best_dir / "best.json").read_text())["step"] > done:
             shutil.rmtree(best_dir)  # kept after the checkpoint the run resumes from: those steps run again
         return ValidationMonitor(evaluator, data.validation_sets, config.eval_every, config.eval_limit,
-                                 self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora, path,
+                                 self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora,
+                                 self.run_dir / "eval_log.jsonl",
                                  select=config if config.select == "best" else None, best_dir=best_dir,
                                  kept=original_evaluations.OriginalEvaluations(config, self.record, loaded.tokenizer))

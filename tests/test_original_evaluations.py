@@ -35,6 +35,9 @@ def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir,
     assert "reused_from" not in logs[0][0] and logs[1][0]["reused_from"] == "ga"
     assert {k: v for k, v in logs[1][0].items() if "/" in k} == {k: v for k, v in logs[0][0].items() if "/" in k}
     assert "reused_from" not in logs[1][1]  # after a step the model is another
+    outputs = [[json.loads(line) for line in (tmp_path / name / "eval_generations.jsonl").read_text().splitlines()]
+               for name in ("ga", "npo")]
+    assert [r for r in outputs[1] if r["step"] == 0] == [r for r in outputs[0] if r["step"] == 0] != []
     assert second["metrics"]["original"] == first["metrics"]["original"] and second_rows == first_rows
     assert second["status"] == "completed" and second["metrics"]["unlearned"]  # the rest as always
     assert set(second["metrics"]["unlearned"]) == set(first["metrics"]["unlearned"])

@@ -74,3 +74,29 @@ def test_rescore_refuses_an_unfinished_run(run_copy, capsys):
     (run_copy / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
     code, _, err = invoke(capsys, "rescore", str(run_copy))
     assert_one_line_error(code, err, "only completed runs are rescored")
+
+
+def test_rescore_recomputes_the_evaluation_along_training_from_its_outputs(tiny_model_dir, tmp_path, capsys):
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--method", "ga", "--steps", "2",
+                          "--limit", "2", "--original", "base", "--max-new-tokens", "3", "--eval-every", "1",
+                          "--eval-limit", "2", "--output-dir", str(tmp_path), "--run-name", "along")
+    assert code == 0, err
+    run_dir = tmp_path / "along"
+    log = [json.loads(line) for line in (run_dir / "eval_log.jsonl").read_text().splitlines()]
+    outputs = [json.loads(line) for line in (run_dir / "eval_generations.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [0, 1, 2]
+    assert sorted({(r["step"], r["split"]) for r in outputs}) == [(s, v) for s in (0, 1, 2)
+                                                                  for v in ("forget_val", "normal_val")]
+    for row in log:  # each logged value is the mean of the kept per-item scores
+        kept = [r for r in outputs if r["step"] == row["step"] and r["split"] == "forget_val"]
+        assert row["forget_val/degenerate_rate"] == pytest.approx(sum(r["degenerate_rate"] for r in kept) / len(kept))
+    # a stale judge's numbers, as an older version would have logged them
+    stale = [{**row, "forget_val/degenerate_rate": 0.5, "normal_val/utility": -1.0} for row in log]
+    (run_dir / "eval_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stale))
+    code, _, err = invoke(capsys, "rescore", str(run_dir))
+    assert code == 0, err
+    rescored = [json.loads(line) for line in (run_dir / "eval_log.jsonl").read_text().splitlines()]
+    for before, after in zip(log, rescored):  # the same judges give back what was logged
+        assert after.keys() == before.keys()
+        assert all(after[k] == pytest.approx(v, abs=1e-6) for k, v in before.items())
+    assert "degenerate_rate" in json.loads((run_dir / "metrics.json").read_text())["rescored"]["eval_log"]
