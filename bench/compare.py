@@ -123,15 +123,26 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
     per_method = split_overrides(base.hyper, methods)
     several = len(seeds) > 1
     outcomes: dict = {}
-    # Seed by seed, so that a comparison stopped part-way has every method at its first seeds.
-    for seed in seeds:
-        for m in methods:
-            config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
-                                         output_dir=str(folder / m if several else folder),
-                                         run_name=f"seed-{seed}" if several else m)
-            failure = _run_or_continue(config, folder)
-            if failure:  # diverged or failed: its record is kept and the table says so
-                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {failure}" if several else failure]))
+    try:
+        # Seed by seed, so that a comparison stopped part-way has every method at its first seeds.
+        for seed in seeds:
+            for m in methods:
+                config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
+                                             output_dir=str(folder / m if several else folder),
+                                             run_name=f"seed-{seed}" if several else m)
+                failure = _run_or_continue(config, folder)
+                if failure:  # diverged or failed: its record is kept and the table says so
+                    outcomes[m] = "; ".join(filter(None, [outcomes.get(m),
+                                                          f"seed {seed}: {failure}" if several else failure]))
+    except KeyboardInterrupt:
+        # The table of what finished, so that a stopped comparison shows where it stands.
+        try:
+            write_comparison(folder, methods, outcomes, target, tolerance)
+            say(f"compare: stopped; the runs so far are in {folder / 'compare.md'}, and "
+                f"`unlearnbench compare --resume {folder}` finishes the rest")
+        except Exception:  # noqa: BLE001 - a half-written run must not hide the interruption itself
+            pass
+        raise
     write_comparison(folder, methods, outcomes, target, tolerance)
     return folder
 

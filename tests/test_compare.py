@@ -220,3 +220,22 @@ def test_compare_resume_refuses_other_options_and_non_compare_folders(tmp_path, 
     assert code == 2 and "drop --set" in err and "--sets" not in err  # as the flag is spelled
     code, _, err = invoke(capsys, "compare", "--resume", str(tmp_path))
     assert code == 2 and "compare_plan.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_stopped_compare_writes_the_table_of_what_finished(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from unlearnbench import compare as compare_module
+
+    real = compare_module._run_or_continue
+
+    def stopped_at_sft(config, folder):
+        if config.method == "sft_safe":
+            raise KeyboardInterrupt
+        return real(config, folder)
+
+    monkeypatch.setattr(compare_module, "_run_or_continue", stopped_at_sft)
+    code, _, err = invoke(capsys, "compare", "--methods", "ga,sft", "--model", str(tiny_model_dir), "--original", "base",
+                          "--limit", "2", "--max-new-tokens", "3", "--output-dir", str(tmp_path), "--compare-id", "cmp",
+                          "--set", "steps=1", "--set", "batch_size=2")
+    assert code == 130 and "interrupted" in err
+    rows = {r["method"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]}
+    assert rows["ga"]["status"] == "completed" and rows["sft_safe"]["status"] == "missing"
