@@ -23,7 +23,7 @@ def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir,
                             "--eval-limit", "2")
     assert "evaluation_from" not in first["original"]
     stored = sorted(p.name.split("-")[1] for p in (tmp_path / "cache" / "original-evaluations").iterdir())
-    assert len(stored) == 2 and stored[1] == "step0"  # the test sets' evaluation, and the row before training
+    assert stored == ["step0", "test"]  # the row before training, and the test sets' evaluation
 
     # Another method, same original: the scores and outputs are the first run's, and it says so.
     second, second_rows = run(capsys, tiny_model_dir, tmp_path, "npo", "--method", "npo", "--eval-every", "1",
