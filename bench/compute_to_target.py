@@ -90,10 +90,18 @@ def seed_of(run_dir: Path) -> int:
 
 def machine_of(run_dir: Path) -> str | None:
     """The machine kind a run's seconds were measured on: its processor, the features that change
-    speed, and its GPUs, from the record (None if the record predates them)."""
+    speed, and its GPUs, from the record (None if the record predates them). A run resumed on
+    other machines names each, so it pairs with no single-machine run."""
     hardware = json.loads((run_dir / "config.json").read_text()).get("environment", {}).get("hardware")
     if not hardware:
         return None
+    metrics_file = run_dir / "metrics.json"
+    resumed = json.loads(metrics_file.read_text()).get("resumed", []) if metrics_file.is_file() else []
+    kinds = [_kind(h) for h in [hardware, *(r["hardware"] for r in resumed if isinstance(r, dict) and r.get("hardware"))]]
+    return " + ".join(dict.fromkeys(kinds))
+
+
+def _kind(hardware: dict) -> str:
     parts = [hardware.get("cpu", "?"), "/".join(hardware.get("cpu_features", [])) or "-",
              f"{hardware.get('cpu_count', '?')} cores", *hardware.get("cuda", [])]
     return ", ".join(str(p) for p in parts)

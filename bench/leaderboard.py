@@ -55,6 +55,12 @@ def expand_run_dirs(paths) -> list[Path]:
     return list({path.resolve(): path for path in found}.values())  # a run named twice counts once
 
 
+def attempts_hardware(environment: dict, record: dict) -> list[dict]:
+    """The hardware of the run's first attempt and of every resumed one that recorded its own."""
+    return [environment.get("hardware", {}), *(r["hardware"] for r in record.get("resumed", [])
+                                               if isinstance(r, dict) and r.get("hardware"))]
+
+
 def hardware_name(hardware: dict) -> str:
     if hardware.get("cuda"):
         names = hardware["cuda"]
@@ -104,7 +110,7 @@ def entry_from_run(run_dir: Path) -> dict:
                      "original": record.get("original", {}).get("kind")},
         "judges": record.get("judges", {}),
         "git_commit": environment.get("git_commit"),
-        "hardware": hardware_name(environment.get("hardware", {})),
+        "hardware": "; ".join(dict.fromkeys(hardware_name(h) for h in attempts_hardware(environment, record))),
         "compute": {"train_flops": train.get("flops", 0.0), "total_flops": total.get("flops", 0.0),
                     "train_wall_seconds": train.get("wall_seconds", 0.0), "total_wall_seconds": total.get("wall_seconds", 0.0),
                     "peak_rss_mb": total.get("peak_rss_mb", 0.0), "peak_cuda_mb": total.get("peak_cuda_mb", 0.0)},

@@ -138,7 +138,10 @@ class Pipeline:
         config, task, method = resolve_config(config)
         method.check_resume()  # before anything below rewrites the record or cuts the train log
         record.status, record.error = "running", None
-        record.resumed.append(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        # Each attempt names its machine and code: a run resumed elsewhere measured on two machines.
+        now = environment()
+        record.resumed.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": now["hardware"],
+                               "git_commit": now["git_commit"]})
         pipeline = cls(config, run_dir, record, state.is_main_process, train_log, generations, task, method, resuming=True)
         pipeline.save()
         return pipeline

@@ -154,6 +154,11 @@ def test_compute_to_target_pairs_seconds_only_on_the_same_machine_kind(tmp_path)
     assert ga["seconds_unpaired_seeds"] == [1]
     text = "\n".join(markdown(result))
     assert "2 machine kinds" in text and "left out: ga seeds 1" in text
+    # a run resumed on another machine pairs with no one-machine run
+    (tmp_path / "ga0" / "metrics.json").write_text(json.dumps({"resumed": [
+        {"at": "t", "hardware": {"cpu": "EPYC", "cpu_features": ["AVX2"], "cpu_count": 2, "cuda": []}}]}))
+    again = compute_to_target(runs, target=0.2)["methods"]["ga"]
+    assert again["seconds_pct_of_ppo"]["n"] == 0 and again["seconds_unpaired_seeds"] == [0, 1]
 
 
 def test_compare_with_seeds_and_eval_every_reports_compute_to_target(tiny_model_dir, tmp_path, capsys):
@@ -196,6 +201,7 @@ def test_compare_resume_keeps_completed_runs_continues_the_rest_and_restarts_ppo
     records = {m: json.loads((folder / m / "metrics.json").read_text()) for m in ("ga", "sft_safe", "ppo")}
     assert {m: r["status"] for m, r in records.items()} == dict.fromkeys(records, "completed")
     assert records["sft_safe"].get("resumed") and not records["ga"].get("resumed")  # sft_safe continued in its folder
+    assert records["sft_safe"]["resumed"][0]["hardware"]["cpu_count"] >= 1  # each attempt names its machine
     aside = list((folder / "restarted").iterdir())  # ppo cannot resume: started again, the partial run kept
     assert len(aside) == 1 and aside[0].name.startswith("ppo-ppo-")
     assert json.loads((aside[0] / "metrics.json").read_text())["status"] == "interrupted"
