@@ -219,9 +219,8 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
     """The comparison table's data; `ppo_log` is the ppo run's train_log.jsonl rows, when ppo ran."""
     from unlearnbench.tables import paper_columns
 
-    from unlearnbench.run_folder import RunRecord
-
     from unlearnbench.compute_to_target import machine_of
+    from unlearnbench.run_folder import RunRecord
 
     per_seed = {m: [RunRecord.load(d).as_dict() for d in run_folders(folder, m)] for m in methods}
     # Seconds are only comparable on one machine kind (FLOPs on any), as in compute-to-target.
