@@ -82,10 +82,13 @@ def library_versions() -> dict:
 
 def weights_fingerprint(model) -> str:
     """sha256 over every parameter and buffer, by name and dtype: equal only for the same weights."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}\0{tensor.dtype}\0".encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        # The raw bytes in the tensor's own dtype (numpy has no bfloat16, so as bytes).
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
