@@ -125,15 +125,15 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
     outcomes: dict = {}
     try:
         # Seed by seed, so that a comparison stopped part-way has every method at its first seeds.
-        for seed in seeds:
-            for m in methods:
-                config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
-                                             output_dir=str(folder / m if several else folder),
-                                             run_name=f"seed-{seed}" if several else m)
-                failure = _run_or_continue(config, folder)
-                if failure:  # diverged or failed: its record is kept and the table says so
-                    outcomes[m] = "; ".join(filter(None, [outcomes.get(m),
-                                                          f"seed {seed}: {failure}" if several else failure]))
+        plan = [(seed, m) for seed in seeds for m in methods]
+        for number, (seed, m) in enumerate(plan, start=1):
+            config = dataclasses.replace(base, method=m, seed=seed, hyper=per_method[m],
+                                         output_dir=str(folder / m if several else folder),
+                                         run_name=f"seed-{seed}" if several else m)
+            say(f"compare: run {number} of {len(plan)}: {m}, seed {seed}")
+            failure = _run_or_continue(config, folder)
+            if failure:  # diverged or failed: its record is kept and the table says so
+                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {failure}" if several else failure]))
     except KeyboardInterrupt:
         # The table of what finished, so that a stopped comparison shows where it stands.
         try:
