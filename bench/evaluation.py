@@ -201,7 +201,7 @@ class ValidationMonitor:
         place = self.kept.step_zero_place(model) if step == 0 and self.kept is not None else None
         stored = self.kept.load(place, "rows") if place is not None else None
         if stored is not None:
-            row.update({**stored["metrics"], "reused_from": stored["run_id"]})
+            row.update({**stored["metrics"], "reused_from": stored["run"]})
             outputs = stored["rows"]
         else:
             results, outputs = self.evaluator.evaluate(self.evaluator.generator(model), f"step {step}",

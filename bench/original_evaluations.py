@@ -22,7 +22,7 @@ such runs never reuse.
 The first row of the evaluation along training (`--eval-every`, and every tune trial) scores the
 model before its first step on the validation slice; it is reused the same way (`ppo` starts that
 row after SFT, which the weights' hash tells apart). A run that reused says so: the record's
-`original.evaluation_from`, and the eval_log row's `reused_from`, name the run that measured it.
+`original.evaluation_from`, and the eval_log row's `reused_from`, name the folder of the run that measured it.
 
 `UNLEARNBENCH_REUSE_ORIGINAL_EVAL=0` turns reuse off.
 """
@@ -115,8 +115,9 @@ class OriginalEvaluations:
     model before the first step on the validation slice. A place is computed from the weights as
     they are when asked, so ask again after they change (ppo trains its SFT stage in place)."""
 
-    def __init__(self, config, record, tokenizer):
+    def __init__(self, config, record, tokenizer, run_dir):
         self.config, self.record, self.tokenizer = config, record, tokenizer
+        self.run = str(run_dir)  # what a reusing run names as the source: the folder, not the bare id
         self.active = enabled(config)
 
     @functools.cached_property
@@ -149,25 +150,25 @@ class OriginalEvaluations:
 
     @staticmethod
     def load(place: Path | None, *fields: str) -> dict | None:
-        """What is kept at `place` if it has "run_id", "metrics" and `fields`, else None."""
+        """What is kept at `place` if it has "run", "metrics" and `fields`, else None."""
         if place is None:
             return None
         try:
             stored = json.loads(place.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # none yet, or a damaged file: evaluate as usual
-        return stored if isinstance(stored, dict) and {"run_id", "metrics", *fields} <= set(stored) else None
+        return stored if isinstance(stored, dict) and {"run", "metrics", *fields} <= set(stored) else None
 
     def store_original(self, place: Path | None, generations: list[dict]) -> None:
         record = self.record
         if place is not None and record.metrics.get("original"):
-            self._store(place, {"run_id": record.run_id, "metrics": record.metrics["original"],
+            self._store(place, {"run": self.run, "metrics": record.metrics["original"],
                                 "evaluated": record.evaluated["original"], "judges": record.judges,
                                 "generations": [r for r in generations if r["phase"] == "original"]})
 
     def store_step_zero(self, place: Path | None, metrics: dict, rows: list[dict]) -> None:
         if place is not None:
-            self._store(place, {"run_id": self.record.run_id, "metrics": metrics, "rows": rows})
+            self._store(place, {"run": self.run, "metrics": metrics, "rows": rows})
 
     @staticmethod
     def _store(place: Path, payload: dict) -> None:

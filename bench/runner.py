@@ -241,7 +241,7 @@ class Pipeline:
             kind = self.record.original["kind"]
             evaluator.judges["lm"] = LanguageModelJudge(judge_model, template,
                                                         f"nll under the original ({kind} {self.config.model})")
-            kept = original_evaluations.OriginalEvaluations(self.config, self.record, loaded.tokenizer)
+            kept = original_evaluations.OriginalEvaluations(self.config, self.record, loaded.tokenizer, self.run_dir)
             place = kept.test_sets_place(original) if self.main else None
             if not self.record.metrics.get("original"):
                 stored = kept.load(place, "evaluated", "judges", "generations")
@@ -266,9 +266,9 @@ class Pipeline:
         self.record.metrics["original"] = stored["metrics"]
         self.record.evaluated["original"] = stored["evaluated"]
         self.record.judges = {**stored["judges"], **self.record.judges}
-        self.record.original = {**self.record.original, "evaluation_from": stored["run_id"]}
+        self.record.original = {**self.record.original, "evaluation_from": stored["run"]}
         self.generations[:] = [r for r in self.generations if r["phase"] != "original"] + stored["generations"]
-        say(f"original: its evaluation is reused from run {stored['run_id']} (same original, data, settings and code)")
+        say(f"original: its evaluation is reused from {stored['run']} (same original, data, settings and code)")
         self.save()
 
     def evaluate(self, phase: str, model, evaluator: Evaluator, parameters: int, measured_as: str | None = None) -> None:
@@ -380,4 +380,5 @@ class Pipeline:
                                  self.method.monitored_steps(), loaded.num_parameters, self.method.config.lora,
                                  self.run_dir / "eval_log.jsonl",
                                  select=config if config.select == "best" else None, best_dir=best_dir,
-                                 kept=original_evaluations.OriginalEvaluations(config, self.record, loaded.tokenizer))
+                                 kept=original_evaluations.OriginalEvaluations(config, self.record, loaded.tokenizer,
+                                                                               self.run_dir))

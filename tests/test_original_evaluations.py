@@ -28,11 +28,11 @@ def test_a_second_run_of_the_same_original_reuses_its_evaluation(tiny_model_dir,
     # Another method, same original: the scores and outputs are the first run's, and it says so.
     second, second_rows = run(capsys, tiny_model_dir, tmp_path, "npo", "--method", "npo", "--eval-every", "1",
                               "--eval-limit", "2")
-    assert second["original"]["evaluation_from"] == "ga"
+    assert second["original"]["evaluation_from"] == str(tmp_path / "ga")
     # the validation row before training too: same weights, same slice
     logs = [[json.loads(line) for line in (tmp_path / name / "eval_log.jsonl").read_text().splitlines()]
             for name in ("ga", "npo")]
-    assert "reused_from" not in logs[0][0] and logs[1][0]["reused_from"] == "ga"
+    assert "reused_from" not in logs[0][0] and logs[1][0]["reused_from"] == str(tmp_path / "ga")
     assert {k: v for k, v in logs[1][0].items() if "/" in k} == {k: v for k, v in logs[0][0].items() if "/" in k}
     assert "reused_from" not in logs[1][1]  # after a step the model is another
     outputs = [[json.loads(line) for line in (tmp_path / name / "eval_generations.jsonl").read_text().splitlines()]
