@@ -22,7 +22,8 @@ such runs never reuse.
 The first row of the evaluation along training (`--eval-every`, and every tune trial) scores the
 model before its first step on the validation slice; it is reused the same way (`ppo` starts that
 row after SFT, which the weights' hash tells apart). A run that reused says so: the record's
-`original.evaluation_from`, and the eval_log row's `reused_from`, name the folder of the run that measured it.
+`original.evaluation_from`, and the eval_log row's `reused_from`, name the folder of the run that
+measured it.
 
 `UNLEARNBENCH_REUSE_ORIGINAL_EVAL=0` turns reuse off.
 """
