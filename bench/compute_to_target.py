@@ -162,7 +162,8 @@ def plot(result: dict, path: Path) -> None:
     if result.get("target") is not None:
         ax.axhline(result["target"] * 100, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_xscale("symlog", linthresh=1e12)
-    ax.set_xlabel("training compute (FLOPs, the suite's count; ppo includes SFT and the reward model)")
+    ax.set_xlim(left=0)  # compute is never negative; symlog would otherwise draw a mirrored axis
+    ax.set_xlabel("training FLOPs (the suite's count; ppo's start after SFT and reward model)")
     ax.set_ylabel("forget rate on forget_val (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
