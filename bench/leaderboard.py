@@ -342,7 +342,8 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
         "- **measured**: runs of this suite. `O` rows are the models before unlearning, `M` rows after.",
         *(["- Each machine kind has its own `O` row: a run prepares and evaluates its original on its own "
            "machine, and bf16 arithmetic differs between CPUs with and without AMX, so the scores differ. The "
-           "hardware column under Provenance tells which `M` rows start from which."] if len({machine_kind(e) for e in entries}) > 1 else []),
+           "hardware column under Provenance tells which `M` rows start from which."]
+          if len({machine_kind(e) for e in entries}) > 1 else []),
         "- **reported (paper)**: numbers the paper reports (Yao, Xu, Liu 2023) for its models and judges, "
         "which differ from ours; context, not a like-for-like comparison.",
         "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "

@@ -69,18 +69,6 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def weights_fingerprint(model) -> str:
     """sha256 over every parameter and buffer, by name and dtype: equal only for the same weights."""
     import torch
@@ -124,12 +112,12 @@ class OriginalEvaluations:
     @functools.cached_property
     def context(self) -> dict:
         """Everything the evaluations depend on but the weights, as this process sees it now."""
-        from unlearnbench.records import environment
+        from unlearnbench.records import environment, package_versions
 
         now = environment()
         settings = {k: v for k, v in os.environ.items() if k.startswith("UNLEARNBENCH_") and k not in NEUTRAL_SETTINGS}
         return {"source": source_hash(), "hardware": now["hardware"], "python": now["python"],
-                "libraries": library_versions(), "settings": settings,
+                "libraries": package_versions(LIBRARIES), "settings": settings,
                 "tokenizer": tokenizer_fingerprint(self.tokenizer), "original": (self.record.original or {}).get("kind"),
                 "data": (self.record.data or {}).get("hashes"),
                 "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in NOT_IN_KEY}}

@@ -99,19 +99,24 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-def environment() -> dict:
-    import torch
-
+def package_versions(packages) -> dict:
+    """Each installed distribution's version, None for one that is not installed."""
     versions = {}
-    for package in PACKAGES:
+    for package in packages:
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
+    return versions
+
+
+def environment() -> dict:
+    import torch
+
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": versions,
+        "packages": package_versions(PACKAGES),
         "git_commit": git_commit(),
         "hardware": {
             **cpu_description(),

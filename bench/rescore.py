@@ -28,7 +28,7 @@ def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
     from types import SimpleNamespace
 
     from unlearnbench import models
-    from unlearnbench.evaluation import judge_names, make_judges, score_outputs, scores_as_dicts
+    from unlearnbench.evaluation import judge_names, make_judges, scores_as_dicts
     from unlearnbench.records import git_commit, load_json, read_jsonl_records, write_json, write_jsonl
     from unlearnbench.run_folder import write_run_readme
 
@@ -58,13 +58,8 @@ def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
         if eval_set is None or [r["question"] for r in phase_rows] != eval_set.questions[:len(phase_rows)]:
             raise BenchError(f"{run_dir}: the '{split}' prompts of generations.jsonl are not the task's "
                              "(other data, seed or limit); rescoring needs the prompts the run was scored on")
-        names = [m for m in eval_set.metrics if registry.get("metric", m)().judge_kind not in KEPT_KINDS]
         originals = [r["output"] for r in sorted(by_phase.get(("original", split), []), key=lambda r: r["index"])]
-        scores = score_outputs(names, [r["output"] for r in phase_rows], eval_set.refs[:len(phase_rows)], judges,
-                               originals)
-        for name, result in scores.items():
-            for row, value in zip(phase_rows, result.per_item):
-                row[name] = value
+        scores = score_rows(eval_set, phase_rows, judges, originals)
         kept = {m: v for m, v in record["metrics"][phase][split].items() if m not in scores}
         record["metrics"][phase][split] = {**scores_as_dicts({split: scores})[split], **kept}
         record["judges"] = {**record.get("judges", {}), **judge_names({split: scores})}
@@ -80,12 +75,25 @@ def rescore(run_dir: Path, judge_cache: dict | None = None) -> list[str]:
     return sorted(recomputed)
 
 
+def score_rows(eval_set, rows: list[dict], judges: dict, originals=None) -> dict:
+    """Score recorded outputs (in index order) with every metric of the set that needs only text
+    and text judges; each row gets its per-item scores. Returns {metric: result}."""
+    from unlearnbench.evaluation import score_outputs
+
+    names = [m for m in eval_set.metrics if registry.get("metric", m)().judge_kind not in KEPT_KINDS]
+    scores = score_outputs(names, [r["output"] for r in rows], eval_set.refs[:len(rows)], judges, originals)
+    for name, result in scores.items():
+        for row, value in zip(rows, result.per_item):
+            row[name] = value
+    return scores
+
+
 def rescore_eval_log(run_dir: Path, data, judges: dict) -> set[str]:
     """Recompute eval_log.jsonl's validation scores from eval_generations.jsonl; the metrics
     recomputed (none when the run kept no outputs along training)."""
     import json
 
-    from unlearnbench.evaluation import OUTPUTS_ALONG_TRAINING, score_outputs
+    from unlearnbench.evaluation import OUTPUTS_ALONG_TRAINING
     from unlearnbench.records import atomic_write_text, read_jsonl_records, write_jsonl
 
     outputs_file = run_dir / OUTPUTS_ALONG_TRAINING
@@ -105,12 +113,8 @@ def rescore_eval_log(run_dir: Path, data, judges: dict) -> set[str]:
                 [r["question"] for r in group] != eval_set.questions[:len(group)]:
             raise BenchError(f"{run_dir}: the '{split}' prompts of {OUTPUTS_ALONG_TRAINING} at step {step} are not "
                              "the task's validation prompts (other data, seed or limit)")
-        names = [m for m in eval_set.metrics if registry.get("metric", m)().judge_kind not in KEPT_KINDS]
-        scores = score_outputs(names, [r["output"] for r in group], eval_set.refs[:len(group)], judges)
-        for name, result in scores.items():
-            by_step[step][f"{split}/{name}"] = result.value
-            for row, value in zip(group, result.per_item):
-                row[name] = value
+        scores = score_rows(eval_set, group, judges)
+        by_step[step].update({f"{split}/{name}": result.value for name, result in scores.items()})
         recomputed |= set(scores)
     write_jsonl(outputs_file, rows)
     atomic_write_text(run_dir / "eval_log.jsonl", "".join(json.dumps(row) + "\n" for row in log))

@@ -107,7 +107,7 @@ def machine_kind(entry: dict) -> str:
     """The hardware an entry ran on, without its thread count. A run prepares and evaluates its
     original on its own machine, and bf16 arithmetic differs between kinds (AMX or not), so each
     kind gets its own original row."""
-    return re.sub(r", \d+ threads?$", "", entry.get("hardware", ""))
+    return re.sub(r", \d+ threads?(?=;|$)", "", entry.get("hardware", ""))  # each attempt's, if resumed
 
 
 def groups(entries: list[dict], key) -> list[list[dict]]:
