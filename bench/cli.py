@@ -399,17 +399,33 @@ def tune(method, task, model, data, seed, trials, steps, limit, eval_limit, max_
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
 def rescore(run_dirs):
-    """Score finished runs' recorded outputs again with today's judges (no model is run)."""
+    """Score finished runs' recorded outputs again with today's judges (no model is run). A
+    compare folder is rescored run by run (the completed ones), and its table is rebuilt."""
+    from pathlib import Path
+
+    from unlearnbench.compare import compare_runs, is_compare_folder, rebuild_comparison
     from unlearnbench.leaderboard import expand_run_dirs
     from unlearnbench.progress import bar
     from unlearnbench.rescore import rescore as rescore_run
+    from unlearnbench.run_folder import RunRecord
 
     _quiet_libraries()
-    folders = expand_run_dirs(run_dirs)
+    comparisons = [Path(d) for d in run_dirs if is_compare_folder(Path(d))]
+    folders = expand_run_dirs([d for d in run_dirs if not is_compare_folder(Path(d))]) if len(comparisons) < len(run_dirs) else []
+    for comparison in comparisons:
+        for run_dir in compare_runs(comparison):
+            if RunRecord.load(run_dir).status == "completed":
+                folders.append(run_dir)
+            else:
+                click.echo(f"{run_dir}: not rescored, its status is '{RunRecord.load(run_dir).status}'")
+    folders = list({path.resolve(): path for path in folders}.values())  # a run named twice is rescored once
     judges: dict = {}  # one set of judges per judge configuration, shared by the runs that use it
     for run_dir in bar(folders, desc="rescoring", unit="run"):
         recomputed = rescore_run(run_dir, judges)
         click.echo(f"{run_dir}: rescored {', '.join(recomputed)}")
+    for comparison in comparisons:
+        rebuild_comparison(comparison)
+        click.echo(f"{comparison}: rebuilt compare.md, compare.json and the plots from the rescored records")
 
 
 @cli.command(name="validate-judges")
@@ -449,12 +465,16 @@ def validate_judges(output):
 @click.option("--eval-limit", type=int, default=32, show_default=True, help="validation prompts per set for --eval-every")
 @click.option("--target", type=float, help="compute-to-target: the forget_val rate to reach  [default: ppo's final + --tolerance]")
 @click.option("--tolerance", type=float, default=0.05, show_default=True, help="added to ppo's final rate for the default target")
+@click.option("--max-utility-drop", type=float, default=0.10, show_default=True,
+              help="compute-to-target counts a step only if utility on normal_val fell by at most this (relative)")
+@click.option("--max-degenerate", type=float, default=0.10, show_default=True,
+              help="... and at most this share of forget_val answers is degenerate")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), metavar="COMPARE_DIR",
               help="finish an interrupted comparison with its recorded plan: completed runs are kept, "
                    "interrupted ones continue, missing ones start")
 @click.pass_context
 def compare(ctx, methods, task, model, data, seed, limit, sets, original, max_new_tokens, output_dir, compare_id, seeds,
-            eval_every, eval_limit, target, tolerance, resume):
+            eval_every, eval_limit, target, tolerance, max_utility_drop, max_degenerate, resume):
     """Run several METHODS on the same model, data and seed; tabulate their metrics and training compute."""
     from pathlib import Path
 
@@ -475,10 +495,13 @@ def compare(ctx, methods, task, model, data, seed, limit, sets, original, max_ne
         seed_list = parse_seeds(seeds) if seeds is not None else None
         if target is not None and not 0 <= target <= 1:
             raise BenchError(f"--target is a forget rate between 0 and 1, got {target}")
+        if not (0 <= max_utility_drop <= 1 and 0 <= max_degenerate <= 1):
+            raise BenchError("--max-utility-drop and --max-degenerate are shares between 0 and 1")
         _quiet_libraries()
         config = RunConfig(task=task, model=model, data=data, seed=seed, hyper=_parse_set(sets), limit=limit,
                            original=original, max_new_tokens=max_new_tokens, output_dir=output_dir,
-                           eval_every=eval_every, eval_limit=eval_limit)
+                           eval_every=eval_every, eval_limit=eval_limit, max_utility_drop=max_utility_drop,
+                           max_degenerate=max_degenerate)
         folder = run_compare(config, names, compare_id, seeds=seed_list, target=target, tolerance=tolerance)
     click.echo((folder / "compare.md").read_text())
     failed = [r["method"] for r in load_json(folder / "compare.json")["rows"] if r.get("error")]

@@ -108,15 +108,47 @@ def compare(base, methods: list[str], compare_id: str | None = None, seeds: list
 def resume_compare(folder: Path) -> Path:
     """`compare --resume FOLDER`: keep the completed runs, continue the interrupted ones from their
     checkpoints, start the missing ones, then rebuild the table, all with the recorded plan."""
-    from unlearnbench.config import RunConfig
-
     folder = Path(folder)
     if not (folder / PLAN).is_file():
         raise BenchError(f"--resume: '{folder}' has no {PLAN}; it is not a compare folder (or predates resuming)")
+    return _run_plan(folder, *_plan_of(folder))
+
+
+def _plan_of(folder: Path):
+    """The recorded plan of a compare folder: (base RunConfig, methods, seeds, target, tolerance)."""
+    from unlearnbench.config import RunConfig
+
+    if not (folder / PLAN).is_file():
+        raise BenchError(f"'{folder}' has no {PLAN}; it is not a compare folder (or predates resuming)")
     plan = load_json(folder / PLAN, required=("methods", "seeds", "config"))
     known = {f.name for f in dataclasses.fields(RunConfig)}
     base = RunConfig(**{k: v for k, v in plan["config"].items() if k in known})
-    return _run_plan(folder, base, plan["methods"], plan["seeds"], plan.get("target"), plan.get("tolerance", 0.05))
+    return base, plan["methods"], plan["seeds"], plan.get("target"), plan.get("tolerance", 0.05)
+
+
+def is_compare_folder(folder: Path) -> bool:
+    return (Path(folder) / PLAN).is_file()
+
+
+def compare_runs(folder: Path) -> list[Path]:
+    """Every run folder a comparison holds so far, method by method."""
+    return [d for m in _plan_of(folder)[1] for d in run_folders(folder, m)]
+
+
+def rebuild_comparison(folder: Path) -> dict:
+    """The table, compute-to-target and plots again from the run records (after `rescore`), with
+    the recorded plan; a run that did not complete is reported by its status, as a compare does."""
+    from unlearnbench.run_folder import RunRecord
+
+    base, methods, _, target, tolerance = _plan_of(folder)
+    outcomes: dict = {}
+    for m in methods:
+        for run_dir in run_folders(folder, m):
+            record = RunRecord.load(run_dir)
+            if record.status != "completed":  # worded as _run_plan words it
+                seed = "" if run_dir.name == m else run_dir.name.replace("seed-", "seed ") + ": "
+                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), seed + (record.error or record.status)]))
+    return write_comparison(folder, methods, outcomes, target, tolerance, limits=base)
 
 
 def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, tolerance) -> Path:
@@ -137,13 +169,13 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
     except KeyboardInterrupt:
         # The table of what finished, so that a stopped comparison shows where it stands.
         try:
-            write_comparison(folder, methods, outcomes, target, tolerance)
+            write_comparison(folder, methods, outcomes, target, tolerance, limits=base)
             say(f"compare: stopped; the runs so far are in {folder / 'compare.md'}, and "
                 f"`unlearnbench compare --resume {folder}` finishes the rest")
         except Exception:  # noqa: BLE001 - a half-written run must not hide the interruption itself
             pass
         raise
-    write_comparison(folder, methods, outcomes, target, tolerance)
+    write_comparison(folder, methods, outcomes, target, tolerance, limits=base)
     return folder
 
 
@@ -345,14 +377,14 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_comparison(folder: Path, methods: list[str], outcomes: dict, target: float | None = None,
-                     tolerance: float = 0.05) -> dict:
+                     tolerance: float = 0.05, limits=None) -> dict:
     from unlearnbench import compute_to_target as to_target
     from unlearnbench.records import atomic_write_text
 
     ppo_runs = run_folders(folder, BASELINE) if BASELINE in methods else []
     ppo_log = read_jsonl_records(ppo_runs[0] / "train_log.jsonl") if ppo_runs else None
     result = comparison(folder, methods, outcomes, ppo_log)
-    reached = to_target.compute_to_target({m: run_folders(folder, m) for m in methods}, target, tolerance)
+    reached = to_target.compute_to_target({m: run_folders(folder, m) for m in methods}, target, tolerance, limits)
     if reached is not None:
         result["compute_to_target"] = reached
     write_json(folder / "compare.json", result)

@@ -5,9 +5,18 @@ It reads each run's eval_log.jsonl (`--eval-every K`: the forget rate on forget_
 training FLOPs and wall seconds so far, at every K-th step; ppo's curve starts at the cost of
 its SFT and reward-model stages):
 
-    reached(run)   = the first evaluated step whose forget_val rate ≤ target: its FLOPs and seconds
+    reached(run)   = the first evaluated step whose forget_val rate ≤ target and which is within the
+                     selection rule's limits (bench/selection.py: utility on normal_val down by at
+                     most max_utility_drop from the run's first evaluation, degenerate rate on
+                     forget_val at most max_degenerate): its FLOPs and seconds
     target         = --target, or ppo's final forget_val rate (mean over seeds) + tolerance
     share(m, seed) = reached FLOPs of m / reached FLOPs of ppo, at the same seed (× 100%)
+
+The limits are there because a model that breaks stops producing harmful text too: without
+them, gradient ascent "reaches" any target by emitting noise. A seed whose rate met the target
+only at steps outside the limits is counted apart ("only outside the limits"). ppo's first
+evaluation comes after its SFT stage, so its utility drop is measured from there, as
+`--select best` measures it.
 
 Shares are reported as the mean ± 95% CI over the seeds where both reached the target; a seed
 where the method never got there counts as "not reached". FLOPs are the same on any machine; seconds
@@ -28,22 +37,36 @@ BASELINE = "ppo"
 
 
 def curve(eval_log: Path) -> list[dict]:
-    """[{step, flops, seconds, rate}] from one run's eval_log.jsonl (forget_val's forget rate)."""
+    """[{step, flops, seconds, rate, utility_drop, degenerate}] from one run's eval_log.jsonl
+    (forget_val's forget rate; the last two where the log has utility and degenerate rates)."""
+    from unlearnbench.selection import outcome
+
     rows = [json.loads(line) for line in eval_log.read_text().splitlines() if line.strip()]
     if not rows:
         return []
     rate = next((f"forget_val/{m}" for m in FORGET_RATES if f"forget_val/{m}" in rows[0]), None)
-    return [{"step": r["step"], "flops": r["train_flops"], "seconds": r["train_seconds"], "rate": r[rate]}
-            for r in rows] if rate else []
+    if rate is None:
+        return []
+    limited = all(k in rows[0] for k in ("normal_val/utility", "forget_val/degenerate_rate"))
+    return [{"step": r["step"], "flops": r["train_flops"], "seconds": r["train_seconds"], "rate": r[rate],
+             **({k: outcome(rows[0], r)[k] for k in ("utility_drop", "degenerate")} if limited else {})}
+            for r in rows]
 
 
-def reached(points: list[dict], target: float) -> dict | None:
-    return next((p for p in points if p["rate"] <= target), None)
+def reached(points: list[dict], target: float, limits=None) -> dict | None:
+    """The first point at or below the target and, given `limits`, within them (a log without
+    utility and degenerate rates is read on its rate alone)."""
+    from unlearnbench.selection import feasible
+
+    return next((p for p in points if p["rate"] <= target
+                 and (limits is None or "utility_drop" not in p or feasible(p, limits))), None)
 
 
-def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, tolerance: float = 0.05) -> dict | None:
+def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, tolerance: float = 0.05,
+                      limits=None) -> dict | None:
     """Per method, compute to reach the target and its share of ppo's; None without eval logs.
-    `runs` maps a method to its run folders (one per seed, each with config.json)."""
+    `runs` maps a method to its run folders (one per seed, each with config.json); `limits` has
+    max_utility_drop and max_degenerate (the selection rule's), or is None for the rate alone."""
     from unlearnbench.stats import summarize
 
     curves = {m: {seed_of(d): curve(d / "eval_log.jsonl") for d in dirs if (d / "eval_log.jsonl").is_file()}
@@ -60,13 +83,14 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
         finals = [c[-1]["rate"] for c in baseline.values()]
         target = sum(finals) / len(finals) + tolerance
         how = f"ppo's final forget_val rate, mean over {len(finals)} seed(s), + {tolerance}"
-    base_reached = {s: reached(c, target) for s, c in baseline.items()}
+    base_reached = {s: reached(c, target, limits) for s, c in baseline.items()}
     machines = {m: {seed_of(d): machine_of(d) for d in dirs if (d / "config.json").is_file()} for m, dirs in runs.items()}
     methods = {}
     for method, by_seed in curves.items():
-        hits = {s: reached(c, target) for s, c in by_seed.items()}
+        hits = {s: reached(c, target, limits) for s, c in by_seed.items()}
         row = {"seeds": sorted(by_seed), "reached": sorted(s for s, h in hits.items() if h),
                "not_reached": sorted(s for s, h in hits.items() if not h),
+               "only_outside_limits": sorted(s for s, h in hits.items() if not h and reached(by_seed[s], target)),
                "flops": summarize([h["flops"] for h in hits.values() if h]).__dict__,
                "seconds": summarize([h["seconds"] for h in hits.values() if h]).__dict__}
         paired = [s for s, h in hits.items() if h and base_reached.get(s) and base_reached[s]["flops"] > 0]
@@ -81,7 +105,9 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
                 row["seconds_unpaired_seeds"] = sorted(set(paired) - set(same_machine))
         methods[method] = row
     kinds = sorted({k for by_seed in machines.values() for k in by_seed.values() if k})
-    return {"target": target, "how": how, "methods": methods, "curves": curves, "machines": kinds}
+    return {"target": target, "how": how, "methods": methods, "curves": curves, "machines": kinds,
+            **({"limits": {"max_utility_drop": limits.max_utility_drop, "max_degenerate": limits.max_degenerate}}
+               if limits is not None else {})}
 
 
 def seed_of(run_dir: Path) -> int:
@@ -122,10 +148,15 @@ def markdown(result: dict) -> list[str]:
         return ["## Compute to target", "", result["note"], ""]
     rows = []
     for method, row in result["methods"].items():
-        rows.append([method, f"{len(row['reached'])} of {len(row['seeds'])}", cell(row["flops"], 3, 1e-12),
+        outside = row.get("only_outside_limits", [])
+        rows.append([method, f"{len(row['reached'])} of {len(row['seeds'])}"
+                     + (f" ({len(outside)} more only outside the limits)" if outside else ""), cell(row["flops"], 3, 1e-12),
                      cell(row.get("flops_pct_of_ppo")), cell(row["seconds"], 0), cell(row.get("seconds_pct_of_ppo"))])
+    limits = result.get("limits")
+    within = (f", at a step where utility on normal_val is down by at most {limits['max_utility_drop']:.0%} and "
+              f"at most {limits['max_degenerate']:.0%} of forget_val answers are degenerate" if limits else "")
     return ["## Compute to target", "",
-            f"Target: forget_val rate ≤ {result['target']:.3f} ({result['how']}). Each cell is the mean ± 95% CI "
+            f"Target: forget_val rate ≤ {result['target']:.3f} ({result['how']}){within}. Each cell is the mean ± 95% CI "
             "over the seeds that reached it; a share of ppo's pairs each seed with ppo's same seed. Measured at "
             "the --eval-every steps only.", "",
             tabulate(rows, headers=["method", "seeds reached", "TFLOPs to target", "% of ppo's FLOPs",
@@ -147,11 +178,17 @@ def _machine_lines(result: dict) -> list[str]:
 
 def plot(result: dict, path: Path) -> None:
     """Forget rate on forget_val against training FLOPs: per method the mean over seeds at each
-    evaluation, the band between the lowest and highest seed, and the target."""
+    evaluation, the band between the lowest and highest seed, the target, and a cross at each
+    seed's evaluation that the selection rule's limits exclude."""
     from unlearnbench.plots import _pyplot, _save
+
+    from types import SimpleNamespace
+
+    from unlearnbench.selection import feasible
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    limits, marked = result.get("limits"), False
     for method, by_seed in result["curves"].items():
         length = min(len(c) for c in by_seed.values())
         points = [[c[i] for c in by_seed.values()] for i in range(length)]
@@ -159,6 +196,12 @@ def plot(result: dict, path: Path) -> None:
         rates = [[p["rate"] * 100 for p in at] for at in points]
         line, = ax.plot(flops, [sum(r) / len(r) for r in rates], marker=".", label=f"{method} ({len(by_seed)} seed(s))")
         ax.fill_between(flops, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.15)
+        outside = [p for c in by_seed.values() for p in c if limits and "utility_drop" in p
+                   and not feasible(p, SimpleNamespace(**limits))]
+        if outside:
+            ax.scatter([p["flops"] for p in outside], [p["rate"] * 100 for p in outside], marker="x", s=18,
+                       color=line.get_color(), linewidths=0.8)
+            marked = True
     if result.get("target") is not None:
         ax.axhline(result["target"] * 100, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_xscale("symlog", linthresh=1e12)
@@ -167,6 +210,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("forget rate on forget_val (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("compute to target (mean over seeds; band: min–max)")
+    ax.set_title("compute to target (mean over seeds; band: min–max" + ("; ×: an evaluation outside the limits)" if marked else ")"),
+                 fontsize=9)
     fig.tight_layout()
     _save(fig, path)

@@ -109,15 +109,18 @@ def test_compare_runs_each_method_on_the_tiny_model(tiny_model_dir, tmp_path, ca
     assert "greedy reward on held-out prompts" in (folder / "compare.md").read_text()
 
 
-def fake_run(folder, seed, flops, rates, seconds=None, cpu=None):
+def fake_run(folder, seed, flops, rates, seconds=None, cpu=None, utility=None, degenerate=None):
     folder.mkdir(parents=True)
     environment = {"hardware": {"cpu": cpu, "cpu_features": ["AVX2"], "cpu_count": 2, "cuda": []}} if cpu else {}
     (folder / "config.json").write_text(json.dumps({"run_id": folder.name, "config": {"seed": seed},
                                                     "environment": environment}))
     seconds = seconds or [f / 1e10 for f in flops]
-    (folder / "eval_log.jsonl").write_text("".join(
-        json.dumps({"step": i, "train_flops": f, "train_seconds": s, "forget_val/harmful_rate": r}) + "\n"
-        for i, (f, s, r) in enumerate(zip(flops, seconds, rates))))
+    rows = [{"step": i, "train_flops": f, "train_seconds": s, "forget_val/harmful_rate": r}
+            for i, (f, s, r) in enumerate(zip(flops, seconds, rates))]
+    if utility:
+        for row, u, d in zip(rows, utility, degenerate):
+            row.update({"normal_val/utility": u, "forget_val/degenerate_rate": d})
+    (folder / "eval_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder
 
 
@@ -138,6 +141,30 @@ def test_compute_to_target_pairs_each_seed_with_ppos(tmp_path):
     strict = compute_to_target(runs, target=0.05)
     assert strict["methods"]["ppo"]["reached"] == [] and "flops_pct_of_ppo" not in strict["methods"]["unlearn"]
     assert compute_to_target({"ga": [tmp_path / "nowhere"]}) is None
+
+
+def test_compute_to_target_counts_a_step_only_within_the_selection_limits(tmp_path):
+    from types import SimpleNamespace
+
+    from unlearnbench.compute_to_target import compute_to_target, markdown
+
+    limits = SimpleNamespace(max_utility_drop=0.1, max_degenerate=0.1)
+    runs = {"ppo": [fake_run(tmp_path / "ppo0", 0, [1e12, 2e12], [0.9, 0.1], utility=[0.5, 0.48], degenerate=[0, 0])],
+            # ga meets the rate at step 1 only by breaking (60% degenerate), then never within the limits
+            "ga": [fake_run(tmp_path / "ga0", 0, [0, 1e11, 2e11], [0.9, 0.0, 0.0], utility=[0.5, 0.5, 0.2],
+                            degenerate=[0, 0.6, 0.05])],
+            # unlearn's step 1 is within both limits: utility 0.46 is down 8% from 0.5
+            "unlearn": [fake_run(tmp_path / "u0", 0, [0, 1e11, 2e11], [0.9, 0.15, 0.1], utility=[0.5, 0.46, 0.3],
+                                 degenerate=[0, 0.1, 0])]}
+    result = compute_to_target(runs, target=0.2, limits=limits)
+    ga, unlearn = result["methods"]["ga"], result["methods"]["unlearn"]
+    assert ga["reached"] == [] and ga["only_outside_limits"] == [0] and "flops_pct_of_ppo" not in ga
+    assert unlearn["reached"] == [0] and unlearn["flops"]["mean"] == 1e11
+    assert unlearn["flops_pct_of_ppo"]["mean"] == pytest.approx(5.0)  # 1e11 / ppo's 2e12
+    text = "\n".join(markdown(result))
+    assert "0 of 1 (1 more only outside the limits)" in text and "down by at most 10%" in text
+    # without limits the rate decides alone
+    assert compute_to_target(runs, target=0.2)["methods"]["ga"]["flops"]["mean"] == 1e11
 
 
 def test_compute_to_target_pairs_seconds_only_on_the_same_machine_kind(tmp_path):
@@ -217,6 +244,14 @@ def test_compare_resume_keeps_completed_runs_continues_the_rest_and_restarts_ppo
     assert "ga: loss became non-finite at step 2" in (folder / "compare.md").read_text()
     assert json.loads(record_file.read_text())["status"] == "diverged"
     assert {m: (folder / m / "metrics.json").read_bytes() for m in kept} == kept
+    # After a judge changes, `rescore` takes the compare folder: its completed runs, then its table.
+    (folder / "compare.md").unlink()
+    code, out, err = invoke(capsys, "rescore", str(folder))
+    assert code in (0, None), err
+    assert "status is 'diverged'" in out and "rebuilt compare.md" in out
+    assert all("rescored" in json.loads((folder / m / "metrics.json").read_text()) for m in ("sft_safe", "ppo"))
+    assert "rescored" not in json.loads(record_file.read_text())
+    assert "ga: loss became non-finite at step 2" in (folder / "compare.md").read_text()
 
 
 def test_compare_resume_refuses_other_options_and_non_compare_folders(tmp_path, capsys):
