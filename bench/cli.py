@@ -414,10 +414,11 @@ def rescore(run_dirs):
     folders = expand_run_dirs([d for d in run_dirs if not is_compare_folder(Path(d))]) if len(comparisons) < len(run_dirs) else []
     for comparison in comparisons:
         for run_dir in compare_runs(comparison):
-            if RunRecord.load(run_dir).status == "completed":
+            status = RunRecord.load(run_dir).status
+            if status == "completed":
                 folders.append(run_dir)
             else:
-                click.echo(f"{run_dir}: not rescored, its status is '{RunRecord.load(run_dir).status}'")
+                click.echo(f"{run_dir}: not rescored, its status is '{status}'")
     folders = list({path.resolve(): path for path in folders}.values())  # a run named twice is rescored once
     judges: dict = {}  # one set of judges per judge configuration, shared by the runs that use it
     for run_dir in bar(folders, desc="rescoring", unit="run"):

@@ -180,10 +180,9 @@ def plot(result: dict, path: Path) -> None:
     """Forget rate on forget_val against training FLOPs: per method the mean over seeds at each
     evaluation, the band between the lowest and highest seed, the target, and a cross at each
     seed's evaluation that the selection rule's limits exclude."""
-    from unlearnbench.plots import _pyplot, _save
-
     from types import SimpleNamespace
 
+    from unlearnbench.plots import _pyplot, _save
     from unlearnbench.selection import feasible
 
     plt = _pyplot()
