@@ -247,8 +247,9 @@ def _value(metrics: dict, phase: str, split: str, name: str):
     return metrics.get(phase, {}).get(split, {}).get(name, {}).get("value")
 
 
-def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[dict] | None = None) -> dict:
-    """The comparison table's data; `ppo_log` is the ppo run's train_log.jsonl rows, when ppo ran."""
+def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_logs: dict | None = None) -> dict:
+    """The comparison table's data; `ppo_logs` maps each ppo seed to its train_log.jsonl rows, when ppo ran."""
+    from unlearnbench.stats import summarize
     from unlearnbench.tables import paper_columns
 
     from unlearnbench.compute_to_target import machine_of
@@ -266,6 +267,11 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
         kept = [v for v in values if v is not None]
         return sum(kept) / len(kept) if kept else None
 
+    def summaries(values_of) -> tuple[dict, dict]:
+        """Each column's mean and 95% CI half-width (None below two seeds) over the records."""
+        found = {h: summarize(values_of(s, n)) for h, s, n, _ in columns}
+        return {h: x.mean for h, x in found.items()}, {h: x.half_width for h, x in found.items()}
+
     def train_of(m, key):
         return mean([r.get("compute", {}).get("train", {}).get(key) for r in per_seed.get(m, [])])
 
@@ -275,29 +281,36 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_log: list[d
         first = with_metrics[0]
         originals = [r for runs in per_seed.values() for r in runs if r.get("metrics", {}).get("original")]
         by_seed = {r["config"].get("seed", 0): r for r in originals}  # each seed's original once
+        means, ci95 = summaries(lambda s, n: [_value(r["metrics"], "original", s, n) for r in by_seed.values()])
         rows.append({"method": f"original ({first.get('original', {}).get('kind', '?')})", "status": "-",
-                     "metrics": {h: mean([_value(r["metrics"], "original", s, n) for r in by_seed.values()])
-                                 for h, s, n, _ in columns}})
+                     "seeds": len(by_seed), "metrics": means, "ci95": ci95})
     for m in methods:
         runs = per_seed.get(m, [])
         statuses = sorted({r.get("status", "missing") for r in runs}) or ["missing"]
         flops, wall = train_of(m, "flops"), train_of(m, "wall_seconds")
+        means, ci95 = summaries(lambda s, n: [_value(r.get("metrics", {}), "unlearned", s, n) for r in runs])
+        stage_names = [k for k in records.get(m, {}).get("compute", {}) if k.startswith("train:")]
         row = {"method": m, "status": statuses[0] if len(statuses) == 1 else "/".join(statuses), "seeds": len(runs),
-               "error": outcomes.get(m),
-               "metrics": {h: mean([_value(r.get("metrics", {}), "unlearned", s, n) for r in runs]) for h, s, n, _ in columns},
+               "error": outcomes.get(m), "metrics": means, "ci95": ci95,
                "train_flops": flops, "train_wall_seconds": wall,
-               "stages": {k.split(":", 1)[1]: v for k, v in records.get(m, {}).get("compute", {}).items()
-                          if k.startswith("train:")}}
+               "stages": {k.split(":", 1)[1]: {key: mean([r.get("compute", {}).get(k, {}).get(key) for r in runs])
+                                               for key in ("flops", "wall_seconds")} for k in stage_names}}
         if base.get("flops") and flops is not None:
             row["flops_pct_of_ppo"] = 100.0 * flops / base["flops"]
         if base.get("wall_seconds") and wall is not None and len(machines) == 1:
             row["wall_pct_of_ppo"] = 100.0 * wall / base["wall_seconds"]
         rows.append(row)
-    greedy = records.get(BASELINE, {}).get("train", {}).get("greedy_reward", {})
-    trend = ppo_reward_trend(ppo_log, greedy.get("after_ppo_steps")) if ppo_log else None
+    greedy = {r["config"].get("seed", 0): r.get("train", {}).get("greedy_reward", {})
+              for r in per_seed.get(BASELINE, [])}
+    trends = {seed: ppo_reward_trend(log, greedy.get(seed, {}).get("after_ppo_steps"))
+              for seed, log in (ppo_logs or {}).items()}
+    first_seed = min(trends, default=None)
     return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base.get("flops") else None,
             "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
-            "ppo_reward": trend, "ppo_greedy_reward": greedy or None, "machines": machines}
+            # ppo_reward / ppo_greedy_reward: the first seed's, which ppo_training.png draws
+            "ppo_reward": trends.get(first_seed), "ppo_greedy_reward": greedy.get(first_seed) or None,
+            "ppo_reward_seed": first_seed, "ppo_reward_by_seed": {str(k): v for k, v in trends.items()},
+            "machines": machines}
 
 
 def markdown(result: dict) -> str:
@@ -307,21 +320,26 @@ def markdown(result: dict) -> str:
     headers = ["method", "status", *[c["header"] for c in columns], "train FLOPs", "train wall s",
                "FLOPs % of ppo", "wall % of ppo"]
 
-    def cell(value, scale=1.0, digits=3):
-        return "-" if value is None else f"{value * scale:.{digits}f}"
+    def cell(value, scale=1.0, digits=3, half_width=None):
+        if value is None:
+            return "-"
+        return f"{value * scale:.{digits}f}" + ("" if half_width is None else f" ± {half_width * scale:.{digits}f}")
 
     table = []
     for row in result["rows"]:
+        ci95 = row.get("ci95", {})
         table.append([row["method"], row["status"],
-                      *[cell(row["metrics"].get(c["header"]), c["scale"], 1 if c["scale"] == 100 else 3) for c in columns],
+                      *[cell(row["metrics"].get(c["header"]), c["scale"], 1 if c["scale"] == 100 else 3,
+                             ci95.get(c["header"])) for c in columns],
                       "-" if row.get("train_flops") is None else f"{row['train_flops']:.3g}",
                       cell(row.get("train_wall_seconds"), 1, 1), cell(row.get("flops_pct_of_ppo"), 1, 1),
                       cell(row.get("wall_pct_of_ppo"), 1, 1)])
     lines = [f"# Comparison in {result['folder']}", "",
              "Each method's unlearned model; the first row is the original they all start from. Compute is the "
              "training phase only (ppo: SFT + reward model + PPO; FLOPs estimated as in bench/compute.py)."
-             + (" Each cell is the mean over the seeds (status: every seed's)." if any(r.get("seeds", 1) > 1 for r in
-                                                                                  result["rows"]) else ""), "",
+             + (" Each metric cell is the mean ± 95% CI over the seeds (Student t; bench/stats.py), each compute "
+                "cell the mean; status is every seed's." if any(r.get("seeds", 1) > 1 for r in result["rows"]) else ""),
+             "",
              tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
     failed = [r for r in result["rows"] if r.get("error")]
     lines += [f"- {r['method']}: {r['error']}" for r in failed]
@@ -329,20 +347,27 @@ def markdown(result: dict) -> str:
         lines += ["", f"The runs come from {len(result['machines'])} machine kinds ({'; '.join(result['machines'])}): "
                       "wall-time shares are left out, and the original row averages originals evaluated on different "
                       "kinds; FLOPs compare across kinds."]
-    stages = next((r["stages"] for r in result["rows"] if r["method"] == BASELINE and r.get("stages")), None)
-    if stages:
-        lines += ["", "ppo stages: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"
-                                                for name, c in stages.items())]
-    trend = result.get("ppo_reward")
-    if trend:
-        lines += ["", f"ppo reward (reward-model score of the rollouts): {trend['reward_first']:.3f} over the first "
+    ppo_row = next((r for r in result["rows"] if r["method"] == BASELINE and r.get("stages")), None)
+    if ppo_row:
+        over = f" (mean over {ppo_row['seeds']} seeds)" if ppo_row.get("seeds", 1) > 1 else ""
+        lines += ["", f"ppo stages{over}: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"
+                                                         for name, c in ppo_row["stages"].items())]
+    trends = result.get("ppo_reward_by_seed") or ({"0": result["ppo_reward"]} if result.get("ppo_reward") else {})
+    for seed, trend in trends.items():
+        if not trend:
+            continue
+        which = f"ppo seed {seed}" if len(trends) > 1 else "ppo"
+        lines += ["", f"{which} reward (reward-model score of the rollouts): {trend['reward_first']:.3f} over the first "
                       f"{trend['window']} PPO steps, {trend['reward_last']:.3f} over the last {trend['window']} "
-                      f"({trend['reward_gain']:+.3f}); KL to the SFT model at the end {trend['kl_last']:.2f}. "
-                      "Every step: ppo/train_log.jsonl."]
-        if "greedy_reward_gain" in trend:
-            lines += ["", f"ppo greedy reward on held-out prompts: {trend['greedy_reward_before']:.3f} before PPO, "
-                          f"{trend['greedy_reward_after']:.3f} after ({trend['greedy_reward_gain']:+.3f})."]
-        lines += ["", "![ppo reward and KL per step](ppo_training.png)"]
+                      f"({trend['reward_gain']:+.3f}); KL to the SFT model at the end {trend['kl_last']:.2f}"
+                  + (f"; greedy reward on held-out prompts {trend['greedy_reward_before']:.3f} before PPO, "
+                     f"{trend['greedy_reward_after']:.3f} after ({trend['greedy_reward_gain']:+.3f})"
+                     if "greedy_reward_gain" in trend else "") + "."]
+    if result.get("ppo_reward"):
+        seed = result.get("ppo_reward_seed")
+        lines += ["", "Every step: train_log.jsonl in each ppo run folder."
+                  + (f" The plot shows seed {seed}." if len(trends) > 1 else ""),
+                  "", "![ppo reward and KL per step](ppo_training.png)"]
     lines += ["", "![forget rate against training compute](compare.png)", ""]
     return "\n".join(lines)
 
@@ -382,8 +407,9 @@ def write_comparison(folder: Path, methods: list[str], outcomes: dict, target: f
     from unlearnbench.records import atomic_write_text
 
     ppo_runs = run_folders(folder, BASELINE) if BASELINE in methods else []
-    ppo_log = read_jsonl_records(ppo_runs[0] / "train_log.jsonl") if ppo_runs else None
-    result = comparison(folder, methods, outcomes, ppo_log)
+    ppo_logs = {load_json(d / "config.json")["config"].get("seed", 0): read_jsonl_records(d / "train_log.jsonl")
+                for d in ppo_runs}
+    result = comparison(folder, methods, outcomes, ppo_logs)
     reached = to_target.compute_to_target({m: run_folders(folder, m) for m in methods}, target, tolerance, limits)
     if reached is not None:
         result["compute_to_target"] = reached
@@ -395,5 +421,6 @@ def write_comparison(folder: Path, methods: list[str], outcomes: dict, target: f
     if result.get("ppo_reward"):
         from unlearnbench.plots import ppo_training
 
-        ppo_training(ppo_log, folder / "ppo_training.png", greedy=result["ppo_greedy_reward"])
+        ppo_training(ppo_logs[result["ppo_reward_seed"]], folder / "ppo_training.png",
+                     greedy=result["ppo_greedy_reward"])
     return result

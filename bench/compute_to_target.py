@@ -82,7 +82,7 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
             return {"target": None, "note": "no target: give --target, or compare with ppo and --eval-every"}
         finals = [c[-1]["rate"] for c in baseline.values()]
         target = sum(finals) / len(finals) + tolerance
-        how = f"ppo's final forget_val rate, mean over {len(finals)} seed(s), + {tolerance}"
+        how = f"ppo's final forget_val rate, mean over {_seeds(len(finals))}, + {tolerance}"
     base_reached = {s: reached(c, target, limits) for s, c in baseline.items()}
     machines = {m: {seed_of(d): machine_of(d) for d in dirs if (d / "config.json").is_file()} for m, dirs in runs.items()}
     methods = {}
@@ -92,7 +92,8 @@ def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, 
                "not_reached": sorted(s for s, h in hits.items() if not h),
                "only_outside_limits": sorted(s for s, h in hits.items() if not h and reached(by_seed[s], target)),
                "flops": summarize([h["flops"] for h in hits.values() if h]).__dict__,
-               "seconds": summarize([h["seconds"] for h in hits.values() if h]).__dict__}
+               "seconds": summarize([h["seconds"] for h in hits.values() if h]).__dict__,
+               "steps_at_target": {str(s): h["step"] for s, h in sorted(hits.items()) if h}}
         paired = [s for s, h in hits.items() if h and base_reached.get(s) and base_reached[s]["flops"] > 0]
         if paired:
             row["flops_pct_of_ppo"] = summarize([100 * hits[s]["flops"] / base_reached[s]["flops"] for s in paired]).__dict__
@@ -150,7 +151,9 @@ def markdown(result: dict) -> list[str]:
     for method, row in result["methods"].items():
         outside = row.get("only_outside_limits", [])
         rows.append([method, f"{len(row['reached'])} of {len(row['seeds'])}"
-                     + (f" ({len(outside)} more only outside the limits)" if outside else ""), cell(row["flops"], 3, 1e-12),
+                     + (f" ({len(outside)} more only outside the limits)" if outside else ""),
+                     ", ".join(f"{seed}: {step}" for seed, step in row.get("steps_at_target", {}).items()) or "-",
+                     cell(row["flops"], 3, 1e-12),
                      cell(row.get("flops_pct_of_ppo")), cell(row["seconds"], 0), cell(row.get("seconds_pct_of_ppo"))])
     limits = result.get("limits")
     within = (f", at a step where utility on normal_val is down by at most {limits['max_utility_drop']:.0%} and "
@@ -159,7 +162,7 @@ def markdown(result: dict) -> list[str]:
             f"Target: forget_val rate ≤ {result['target']:.3f} ({result['how']}){within}. Each cell is the mean ± 95% CI "
             "over the seeds that reached it; a share of ppo's pairs each seed with ppo's same seed. Measured at "
             "the --eval-every steps only.", "",
-            tabulate(rows, headers=["method", "seeds reached", "TFLOPs to target", "% of ppo's FLOPs",
+            tabulate(rows, headers=["method", "seeds reached", "step (seed: step)", "TFLOPs to target", "% of ppo's FLOPs",
                                     "train s to target", "% of ppo's time"], tablefmt="github", disable_numparse=True),
             "", *_machine_lines(result),
             "![forget rate on forget_val against training compute](compute_to_target.png)", ""]
@@ -193,7 +196,7 @@ def plot(result: dict, path: Path) -> None:
         points = [[c[i] for c in by_seed.values()] for i in range(length)]
         flops = [sum(p["flops"] for p in at) / len(at) for at in points]
         rates = [[p["rate"] * 100 for p in at] for at in points]
-        line, = ax.plot(flops, [sum(r) / len(r) for r in rates], marker=".", label=f"{method} ({len(by_seed)} seed(s))")
+        line, = ax.plot(flops, [sum(r) / len(r) for r in rates], marker=".", label=f"{method} ({_seeds(len(by_seed))})")
         ax.fill_between(flops, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.15)
         outside = [p for c in by_seed.values() for p in c if limits and "utility_drop" in p
                    and not feasible(p, SimpleNamespace(**limits))]
@@ -213,3 +216,7 @@ def plot(result: dict, path: Path) -> None:
                  fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")

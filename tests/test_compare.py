@@ -72,6 +72,37 @@ def test_table_gives_compute_as_a_share_of_ppo(tmp_path, capsys, monkeypatch):
     assert result["ppo_reward"] is None and not (tmp_path / "cmp" / "ppo_training.png").exists()  # no PPO log here
 
 
+def test_several_seeds_give_mean_and_ci_cells_mean_ppo_stages_and_each_seeds_reward(tmp_path):
+    from unlearnbench.compare import write_comparison
+
+    folder = tmp_path / "cmp"
+    for seed, rate, rewards in ((0, 0.1, [1.0, 1.0, 2.0, 2.0]), (1, 0.3, [1.0, 1.0, 1.5, 1.5])):
+        for method in ("ppo", "unlearn"):
+            run = folder / method / f"seed-{seed}"
+            run.mkdir(parents=True)
+            record = fake_record(rate if method == "unlearn" else 0.0, 1e12, 10.0)
+            if method == "ppo":
+                record["compute"].update({"train:sft": {"flops": 1e11 * (seed + 1), "wall_seconds": 10.0 + seed},
+                                          "train:ppo": {"flops": 9e11, "wall_seconds": 90.0}})
+                log = [{"step": i + 1, "reward": r, "kl": 0.5} for i, r in enumerate(rewards)]
+                (run / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
+            (run / "metrics.json").write_text(json.dumps({"run_id": f"{method}-{seed}", **record}))
+            (run / "config.json").write_text(json.dumps({"run_id": f"{method}-{seed}", "config": {"seed": seed}}))
+    result = write_comparison(folder, ["ppo", "unlearn"], {})
+    unlearn = next(r for r in result["rows"] if r["method"] == "unlearn")
+    # rates 0.1 and 0.3: mean 0.2, s = 0.2/√2, half-width t_{0.975,1} · s/√2 = 12.7062 × 0.1
+    assert unlearn["metrics"]["harm % unlearned ↓"] == pytest.approx(0.2)
+    assert unlearn["ci95"]["harm % unlearned ↓"] == pytest.approx(1.27062047362)
+    assert unlearn["ci95"]["utility ↑ (normal)"] == 0.0  # both seeds 0.4
+    ppo = next(r for r in result["rows"] if r["method"] == "ppo")
+    assert ppo["stages"]["sft"] == {"flops": 1.5e11, "wall_seconds": 10.5}
+    text = (folder / "compare.md").read_text()
+    assert "| 20.0 ± 127.1 " in text and "ppo stages (mean over 2 seeds): sft 1.5e+11 FLOPs / 10.5 s" in text
+    # each seed's reward trend, first two steps against the last two: +1.0 and +0.5
+    assert "ppo seed 0 reward" in text and "(+1.000)" in text and "ppo seed 1 reward" in text and "(+0.500)" in text
+    assert result["ppo_reward_seed"] == 0 and result["ppo_reward"]["reward_gain"] == pytest.approx(1.0)
+
+
 def test_ppo_reward_trend_compares_the_first_and_last_steps():
     from unlearnbench.compare import ppo_reward_trend
 
@@ -159,10 +190,12 @@ def test_compute_to_target_counts_a_step_only_within_the_selection_limits(tmp_pa
     result = compute_to_target(runs, target=0.2, limits=limits)
     ga, unlearn = result["methods"]["ga"], result["methods"]["unlearn"]
     assert ga["reached"] == [] and ga["only_outside_limits"] == [0] and "flops_pct_of_ppo" not in ga
-    assert unlearn["reached"] == [0] and unlearn["flops"]["mean"] == 1e11
+    assert unlearn["reached"] == [0] and unlearn["flops"]["mean"] == 1e11 and unlearn["steps_at_target"] == {"0": 1}
     assert unlearn["flops_pct_of_ppo"]["mean"] == pytest.approx(5.0)  # 1e11 / ppo's 2e12
     text = "\n".join(markdown(result))
     assert "0 of 1 (1 more only outside the limits)" in text and "down by at most 10%" in text
+    unlearn_line = next(line for line in text.splitlines() if line.startswith("| unlearn"))
+    assert [c.strip() for c in unlearn_line.split("|")[2:4]] == ["1 of 1", "0: 1"]  # seed 0 reached it at step 1
     # without limits the rate decides alone
     assert compute_to_target(runs, target=0.2)["methods"]["ga"]["flops"]["mean"] == 1e11
 
