@@ -117,8 +117,10 @@ def seed_of(run_dir: Path) -> int:
 
 def machine_of(run_dir: Path) -> str | None:
     """The machine kind a run's seconds were measured on: its processor, the features that change
-    speed, and its GPUs, from the record (None if the record predates them). A run resumed on
-    other machines names each, so it pairs with no single-machine run."""
+    speed, its core count and its GPUs, from the record (None if the record predates them). A run
+    resumed on other machines names each, so it pairs with no single-machine run. Seconds depend
+    on the cores, so they are part of the kind here; tables.machine_kind groups originals by
+    numerics, where they are not."""
     hardware = json.loads((run_dir / "config.json").read_text()).get("environment", {}).get("hardware")
     if not hardware:
         return None
