@@ -106,8 +106,8 @@ def original_key(entry: dict) -> str:
 def machine_kind(entry: dict) -> str:
     """The hardware an entry ran on, without its thread count. A run prepares and evaluates its
     original on its own machine, and bf16 arithmetic differs between kinds (AMX or not), so each
-    kind gets its own original row. The thread count is left out because it changes speed, not
-    the outputs; compute_to_target.machine_of, which pairs seconds, keeps the core count."""
+    kind gets its own original row. compute_to_target.machine_of, which pairs seconds rather than
+    outputs, keeps the core count, since seconds depend on it."""
     return re.sub(r", \d+ threads?(?=;|$)", "", entry.get("hardware", ""))  # each attempt's, if resumed
 
 
