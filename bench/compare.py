@@ -13,7 +13,8 @@ Each method is one ordinary run (runner.run) in runs/<compare-id>/<method>/; the
                                 share of ppo's (bench/compute_to_target.py)
 
 With several seeds (`--seeds 0,1,2`) each method's runs are <method>/seed-<s>/ and a row is the
-mean over its seeds; the runs go seed by seed (every method at seed 0, then at seed 1, ...).
+mean ± 95% CI over its seeds (ppo_training.png draws the lowest seed; compare.md gives each seed's
+reward trend); the runs go seed by seed (every method at seed 0, then at seed 1, ...).
 compare_plan.json records the methods, seeds and options before the first run; `compare --resume
 FOLDER` finishes an interrupted comparison from it (a benchmark of several CPU hours can be spread
 over sessions).
@@ -267,10 +268,12 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_logs: dict 
         kept = [v for v in values if v is not None]
         return sum(kept) / len(kept) if kept else None
 
-    def summaries(values_of) -> tuple[dict, dict]:
-        """Each column's mean and 95% CI half-width (None below two seeds) over the records."""
+    def summaries(values_of) -> tuple[dict, dict, dict]:
+        """Each column's mean, 95% CI half-width (None below two values) and number of seeds that
+        measured it (a failed seed or an NM fluency leaves a value out)."""
         found = {h: summarize(values_of(s, n)) for h, s, n, _ in columns}
-        return {h: x.mean for h, x in found.items()}, {h: x.half_width for h, x in found.items()}
+        return ({h: x.mean for h, x in found.items()}, {h: x.half_width for h, x in found.items()},
+                {h: x.n for h, x in found.items()})
 
     def train_of(m, key):
         return mean([r.get("compute", {}).get("train", {}).get(key) for r in per_seed.get(m, [])])
@@ -281,17 +284,18 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_logs: dict 
         first = with_metrics[0]
         originals = [r for runs in per_seed.values() for r in runs if r.get("metrics", {}).get("original")]
         by_seed = {r["config"].get("seed", 0): r for r in originals}  # each seed's original once
-        means, ci95 = summaries(lambda s, n: [_value(r["metrics"], "original", s, n) for r in by_seed.values()])
+        means, ci95, measured = summaries(lambda s, n: [_value(r["metrics"], "original", s, n)
+                                                        for r in by_seed.values()])
         rows.append({"method": f"original ({first.get('original', {}).get('kind', '?')})", "status": "-",
-                     "seeds": len(by_seed), "metrics": means, "ci95": ci95})
+                     "seeds": len(by_seed), "metrics": means, "ci95": ci95, "measured_seeds": measured})
     for m in methods:
         runs = per_seed.get(m, [])
         statuses = sorted({r.get("status", "missing") for r in runs}) or ["missing"]
         flops, wall = train_of(m, "flops"), train_of(m, "wall_seconds")
-        means, ci95 = summaries(lambda s, n: [_value(r.get("metrics", {}), "unlearned", s, n) for r in runs])
-        stage_names = [k for k in records.get(m, {}).get("compute", {}) if k.startswith("train:")]
+        means, ci95, measured = summaries(lambda s, n: [_value(r.get("metrics", {}), "unlearned", s, n) for r in runs])
+        stage_names = list(dict.fromkeys(k for r in runs for k in r.get("compute", {}) if k.startswith("train:")))
         row = {"method": m, "status": statuses[0] if len(statuses) == 1 else "/".join(statuses), "seeds": len(runs),
-               "error": outcomes.get(m), "metrics": means, "ci95": ci95,
+               "error": outcomes.get(m), "metrics": means, "ci95": ci95, "measured_seeds": measured,
                "train_flops": flops, "train_wall_seconds": wall,
                "stages": {k.split(":", 1)[1]: {key: mean([r.get("compute", {}).get(k, {}).get(key) for r in runs])
                                                for key in ("flops", "wall_seconds")} for k in stage_names}}
@@ -304,12 +308,12 @@ def comparison(folder: Path, methods: list[str], outcomes: dict, ppo_logs: dict 
               for r in per_seed.get(BASELINE, [])}
     trends = {seed: ppo_reward_trend(log, greedy.get(seed, {}).get("after_ppo_steps"))
               for seed, log in (ppo_logs or {}).items()}
-    first_seed = min(trends, default=None)
+    first_seed = min((seed for seed, trend in trends.items() if trend), default=None)
     return {"folder": str(folder), "methods": methods, "baseline": BASELINE if base.get("flops") else None,
             "columns": [{"header": h, "split": s, "metric": n, "scale": k} for h, s, n, k in columns], "rows": rows,
             # ppo_reward / ppo_greedy_reward: the first seed's, which ppo_training.png draws
             "ppo_reward": trends.get(first_seed), "ppo_greedy_reward": greedy.get(first_seed) or None,
-            "ppo_reward_seed": first_seed, "ppo_reward_by_seed": {str(k): v for k, v in trends.items()},
+            "ppo_reward_seed": first_seed, "ppo_reward_by_seed": {str(k): v for k, v in sorted(trends.items())},
             "machines": machines}
 
 
@@ -320,17 +324,18 @@ def markdown(result: dict) -> str:
     headers = ["method", "status", *[c["header"] for c in columns], "train FLOPs", "train wall s",
                "FLOPs % of ppo", "wall % of ppo"]
 
-    def cell(value, scale=1.0, digits=3, half_width=None):
+    def cell(value, scale=1.0, digits=3, half_width=None, measured=None, seeds=1):
         if value is None:
             return "-"
-        return f"{value * scale:.{digits}f}" + ("" if half_width is None else f" ± {half_width * scale:.{digits}f}")
+        return (f"{value * scale:.{digits}f}" + ("" if half_width is None else f" ± {half_width * scale:.{digits}f}")
+                + (f" (n={measured} of {seeds})" if measured is not None and measured < seeds else ""))
 
     table = []
     for row in result["rows"]:
-        ci95 = row.get("ci95", {})
+        ci95, measured = row.get("ci95", {}), row.get("measured_seeds", {})
         table.append([row["method"], row["status"],
                       *[cell(row["metrics"].get(c["header"]), c["scale"], 1 if c["scale"] == 100 else 3,
-                             ci95.get(c["header"])) for c in columns],
+                             ci95.get(c["header"]), measured.get(c["header"]), row.get("seeds", 1)) for c in columns],
                       "-" if row.get("train_flops") is None else f"{row['train_flops']:.3g}",
                       cell(row.get("train_wall_seconds"), 1, 1), cell(row.get("flops_pct_of_ppo"), 1, 1),
                       cell(row.get("wall_pct_of_ppo"), 1, 1)])
@@ -350,7 +355,8 @@ def markdown(result: dict) -> str:
     ppo_row = next((r for r in result["rows"] if r["method"] == BASELINE and r.get("stages")), None)
     if ppo_row:
         over = f" (mean over {ppo_row['seeds']} seeds)" if ppo_row.get("seeds", 1) > 1 else ""
-        lines += ["", f"ppo stages{over}: " + ", ".join(f"{name} {c['flops']:.3g} FLOPs / {c['wall_seconds']:.1f} s"
+        flops = lambda value: "-" if value is None else f"{value:.3g}"  # noqa: E731
+        lines += ["", f"ppo stages{over}: " + ", ".join(f"{name} {flops(c['flops'])} FLOPs / {cell(c['wall_seconds'], 1, 1)} s"
                                                          for name, c in ppo_row["stages"].items())]
     trends = result.get("ppo_reward_by_seed") or ({"0": result["ppo_reward"]} if result.get("ppo_reward") else {})
     for seed, trend in trends.items():
@@ -407,8 +413,8 @@ def write_comparison(folder: Path, methods: list[str], outcomes: dict, target: f
     from unlearnbench.records import atomic_write_text
 
     ppo_runs = run_folders(folder, BASELINE) if BASELINE in methods else []
-    ppo_logs = {load_json(d / "config.json")["config"].get("seed", 0): read_jsonl_records(d / "train_log.jsonl")
-                for d in ppo_runs}
+    ppo_logs = {load_json(d / "config.json", required=("config",))["config"].get("seed", 0):
+                read_jsonl_records(d / "train_log.jsonl") for d in ppo_runs}
     result = comparison(folder, methods, outcomes, ppo_logs)
     reached = to_target.compute_to_target({m: run_folders(folder, m) for m in methods}, target, tolerance, limits)
     if reached is not None:

@@ -163,8 +163,9 @@ def markdown(result: dict) -> list[str]:
     return ["## Compute to target", "",
             f"Target: forget_val rate ≤ {result['target']:.3f} ({result['how']}){within}. Each cell is the mean ± 95% CI "
             "over the seeds that reached it; a share of ppo's pairs each seed with ppo's same seed. Measured at "
-            "the --eval-every steps only.", "",
-            tabulate(rows, headers=["method", "seeds reached", "step (seed: step)", "TFLOPs to target", "% of ppo's FLOPs",
+            "the --eval-every steps only; ppo's steps are PPO steps, counted after its SFT and reward-model "
+            "stages.", "",
+            tabulate(rows, headers=["method", "seeds reached", "step reached (seed: step)", "TFLOPs to target", "% of ppo's FLOPs",
                                     "train s to target", "% of ppo's time"], tablefmt="github", disable_numparse=True),
             "", *_machine_lines(result),
             "![forget rate on forget_val against training compute](compute_to_target.png)", ""]

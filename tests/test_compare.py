@@ -67,6 +67,7 @@ def test_table_gives_compute_as_a_share_of_ppo(tmp_path, capsys, monkeypatch):
     assert rows["unlearn"]["metrics"]["utility ↑ (normal)"] == 0.4
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| unlearn " in table and "2.0" in table and "harm % unseen" in table
+    assert "±" not in table  # one seed: values alone, no interval
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert "sft_safe" in out
     assert result["ppo_reward"] is None and not (tmp_path / "cmp" / "ppo_training.png").exists()  # no PPO log here
@@ -81,6 +82,8 @@ def test_several_seeds_give_mean_and_ci_cells_mean_ppo_stages_and_each_seeds_rew
             run = folder / method / f"seed-{seed}"
             run.mkdir(parents=True)
             record = fake_record(rate if method == "unlearn" else 0.0, 1e12, 10.0)
+            if method == "unlearn" and seed == 1:
+                record["metrics"]["unlearned"]["unlearned"]["fluency"]["value"] = None  # NM on this seed
             if method == "ppo":
                 record["compute"].update({"train:sft": {"flops": 1e11 * (seed + 1), "wall_seconds": 10.0 + seed},
                                           "train:ppo": {"flops": 9e11, "wall_seconds": 90.0}})
@@ -98,9 +101,16 @@ def test_several_seeds_give_mean_and_ci_cells_mean_ppo_stages_and_each_seeds_rew
     assert ppo["stages"]["sft"] == {"flops": 1.5e11, "wall_seconds": 10.5}
     text = (folder / "compare.md").read_text()
     assert "| 20.0 ± 127.1 " in text and "ppo stages (mean over 2 seeds): sft 1.5e+11 FLOPs / 10.5 s" in text
+    assert "| 3.000 (n=1 of 2) " in text  # fluency measured on one seed only
     # each seed's reward trend, first two steps against the last two: +1.0 and +0.5
-    assert "ppo seed 0 reward" in text and "(+1.000)" in text and "ppo seed 1 reward" in text and "(+0.500)" in text
+    reward_lines = {line.split(" reward")[0]: line for line in text.splitlines() if line.startswith("ppo seed")}
+    assert "(+1.000)" in reward_lines["ppo seed 0"] and "(+0.500)" in reward_lines["ppo seed 1"]
     assert result["ppo_reward_seed"] == 0 and result["ppo_reward"]["reward_gain"] == pytest.approx(1.0)
+    # a seed without a usable log (one PPO step) leaves the plot and the headline trend to the next seed
+    (folder / "ppo" / "seed-0" / "train_log.jsonl").write_text(json.dumps({"step": 1, "reward": 1.0, "kl": 0.5}) + "\n")
+    again = write_comparison(folder, ["ppo", "unlearn"], {})
+    assert again["ppo_reward_seed"] == 1 and again["ppo_reward"]["reward_gain"] == pytest.approx(0.5)
+    assert "ppo seed 0 reward" not in (folder / "compare.md").read_text()
 
 
 def test_ppo_reward_trend_compares_the_first_and_last_steps():
@@ -167,6 +177,7 @@ def test_compute_to_target_pairs_each_seed_with_ppos(tmp_path):
     ppo, unlearn = result["methods"]["ppo"], result["methods"]["unlearn"]
     assert ppo["reached"] == [0, 1] and ppo["flops"]["mean"] == 3e12  # seed 1 reaches exactly 0.2 at its last step
     assert unlearn["reached"] == [0] and unlearn["not_reached"] == [1]
+    assert unlearn["steps_at_target"] == {"0": 1} and ppo["steps_at_target"] == {"0": 2, "1": 2}
     assert unlearn["flops_pct_of_ppo"]["mean"] == pytest.approx(100 * 1e11 / 3e12) and unlearn["paired_seeds"] == [0]
     # a given target decides alone; unreachable for everyone, nothing is paired
     strict = compute_to_target(runs, target=0.05)
