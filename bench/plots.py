@@ -241,18 +241,19 @@ def ppo_training(train_log: list[dict], path: Path, window: int = 10, greedy: di
 
 
 def tune_plot(results: list[dict], chosen: dict | None, config, path: Path) -> None:
-    """Every trial as forget rate against utility on the validation split, the Pareto front drawn
-    (no other trial forgets more with as much utility), the selected trial starred."""
+    """Every trial as forget rate against utility on the validation split, the Pareto front of
+    the trials that are not broken drawn (selection.pareto_front), the selected trial starred."""
+    from unlearnbench.selection import pareto_front
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for ok, colour, label in ((True, "tab:blue", "within the limits"), (False, "tab:gray", "outside the limits")):
         shown = [r for r in results if (r["utility_drop"] <= config.max_utility_drop
                                         and r["degenerate"] <= config.max_degenerate) is ok]
         ax.scatter([r["forget"] for r in shown], [r["utility"] for r in shown], c=colour, label=label, zorder=3)
-    front = sorted((r for r in results if not any(o["forget"] <= r["forget"] and o["utility"] >= r["utility"]
-                                                  and (o["forget"], o["utility"]) != (r["forget"], r["utility"])
-                                                  for o in results)), key=lambda r: r["forget"])
-    ax.plot([r["forget"] for r in front], [r["utility"] for r in front], c="tab:orange", label="Pareto front", zorder=2)
+    front = pareto_front(results, config)
+    ax.plot([r["forget"] for r in front], [r["utility"] for r in front], c="tab:orange", marker="o", mfc="none",
+            ms=11, label=f"Pareto front (degenerate ≤ {config.max_degenerate:.0%})", zorder=2)
     if chosen is not None:
         ax.scatter([chosen["forget"]], [chosen["utility"]], marker="*", s=250, c="tab:red", label="selected", zorder=4)
     if results:

@@ -34,6 +34,16 @@ def best(results: list[dict], limits, order: str) -> dict | None:
     return min(candidates, key=lambda r: (r["forget"], -r["utility"], r[order])) if candidates else None
 
 
+def pareto_front(results: list[dict], limits) -> list[dict]:
+    """The trade-off between forgetting and utility among results that are not broken (degenerate
+    within its limit: a broken model's utility says little): those no other such result matches
+    or beats on both forget rate and utility, in order of forget rate."""
+    intact = [r for r in results if r["degenerate"] <= limits.max_degenerate]
+    dominated = lambda r: any(o["forget"] <= r["forget"] and o["utility"] >= r["utility"]  # noqa: E731
+                              and (o["forget"], o["utility"]) != (r["forget"], r["utility"]) for o in intact)
+    return sorted((r for r in intact if not dominated(r)), key=lambda r: r["forget"])
+
+
 def rule(limits) -> str:
     return (f"lowest forget rate on forget_val such that utility on normal_val falls by at most "
             f"{limits.max_utility_drop:.0%} (relative) and the degenerate rate on forget_val is at most "

@@ -30,6 +30,21 @@ def test_selection_rule_by_hand():
     assert select(results[:2], config) is None
 
 
+def test_pareto_front_leaves_out_broken_and_dominated_trials():
+    from unlearnbench.selection import pareto_front
+
+    limits = TuneConfig(run=None, max_utility_drop=0.10, max_degenerate=0.10)
+    results = [
+        {"trial": 0, "forget": 0.00, "utility": 0.90, "degenerate": 0.50},  # broken: would dominate everything
+        {"trial": 1, "forget": 0.00, "utility": 0.40, "degenerate": 0.00},
+        {"trial": 2, "forget": 0.10, "utility": 0.40, "degenerate": 0.00},  # dominated by trial 1
+        {"trial": 3, "forget": 0.20, "utility": 0.60, "degenerate": 0.10},  # at the limit: counts
+        {"trial": 4, "forget": 0.30, "utility": 0.55, "degenerate": 0.00},  # dominated by trial 3
+        {"trial": 5, "forget": 0.50, "utility": 0.70, "degenerate": 0.00},
+    ]
+    assert [r["trial"] for r in pareto_front(results, limits)] == [1, 3, 5]
+
+
 def test_outcome_reads_the_first_and_last_validation_rows(tmp_path):
     log = tmp_path / "eval_log.jsonl"
     rows = [{"step": 0, "train_flops": 0, "train_seconds": 0, "forget_val/harmful_rate": 0.8,
