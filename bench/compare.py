@@ -146,9 +146,9 @@ def rebuild_comparison(folder: Path) -> dict:
     for m in methods:
         for run_dir in run_folders(folder, m):
             record = RunRecord.load(run_dir)
-            if record.status != "completed":  # worded as _run_plan words it
-                seed = "" if run_dir.name == m else run_dir.name.replace("seed-", "seed ") + ": "
-                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), seed + (record.error or record.status)]))
+            if record.status != "completed":
+                seed = None if run_dir.name == m else int(run_dir.name.removeprefix("seed-"))
+                _note_failure(outcomes, m, record.error or record.status, seed)
     return write_comparison(folder, methods, outcomes, target, tolerance, limits=base)
 
 
@@ -166,7 +166,7 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
             say(f"compare: run {number} of {len(plan)}: {m}, seed {seed}")
             failure = _run_or_continue(config, folder)
             if failure:  # diverged or failed: its record is kept and the table says so
-                outcomes[m] = "; ".join(filter(None, [outcomes.get(m), f"seed {seed}: {failure}" if several else failure]))
+                _note_failure(outcomes, m, failure, seed if several else None)
     except KeyboardInterrupt:
         # The table of what finished, so that a stopped comparison shows where it stands.
         try:
@@ -178,6 +178,12 @@ def _run_plan(folder: Path, base, methods: list[str], seeds: list[int], target, 
         raise
     write_comparison(folder, methods, outcomes, target, tolerance, limits=base)
     return folder
+
+
+def _note_failure(outcomes: dict, method: str, failure: str, seed: int | None) -> None:
+    """Add a run's failure to its method's line under the table ("seed 2: ..." when there are several)."""
+    worded = failure if seed is None else f"seed {seed}: {failure}"
+    outcomes[method] = "; ".join(filter(None, [outcomes.get(method), worded]))
 
 
 def _run_or_continue(config, folder: Path) -> str | None:

@@ -48,18 +48,27 @@ def curve(eval_log: Path) -> list[dict]:
     if rate is None:
         return []
     limited = all(k in rows[0] for k in ("normal_val/utility", "forget_val/degenerate_rate"))
-    return [{"step": r["step"], "flops": r["train_flops"], "seconds": r["train_seconds"], "rate": r[rate],
-             **({k: outcome(rows[0], r)[k] for k in ("utility_drop", "degenerate")} if limited else {})}
-            for r in rows]
+    points = []
+    for r in rows:
+        point = {"step": r["step"], "flops": r["train_flops"], "seconds": r["train_seconds"], "rate": r[rate]}
+        if limited:
+            measured = outcome(rows[0], r)
+            point.update(utility_drop=measured["utility_drop"], degenerate=measured["degenerate"])
+        points.append(point)
+    return points
+
+
+def within_limits(point: dict, limits) -> bool:
+    """Within the selection rule's limits; without limits, or for a log without utility and
+    degenerate rates, every point is."""
+    from unlearnbench.selection import feasible
+
+    return limits is None or "utility_drop" not in point or feasible(point, limits)
 
 
 def reached(points: list[dict], target: float, limits=None) -> dict | None:
-    """The first point at or below the target and, given `limits`, within them (a log without
-    utility and degenerate rates is read on its rate alone)."""
-    from unlearnbench.selection import feasible
-
-    return next((p for p in points if p["rate"] <= target
-                 and (limits is None or "utility_drop" not in p or feasible(p, limits))), None)
+    """The first point at or below the target and within the limits."""
+    return next((p for p in points if p["rate"] <= target and within_limits(p, limits)), None)
 
 
 def compute_to_target(runs: dict[str, list[Path]], target: float | None = None, tolerance: float = 0.05,
@@ -189,11 +198,11 @@ def plot(result: dict, path: Path) -> None:
     from types import SimpleNamespace
 
     from unlearnbench.plots import _pyplot, _save
-    from unlearnbench.selection import feasible
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    limits, marked = result.get("limits"), False
+    limits = SimpleNamespace(**result["limits"]) if result.get("limits") else None
+    marked = False
     for method, by_seed in result["curves"].items():
         length = min(len(c) for c in by_seed.values())
         points = [[c[i] for c in by_seed.values()] for i in range(length)]
@@ -201,8 +210,7 @@ def plot(result: dict, path: Path) -> None:
         rates = [[p["rate"] * 100 for p in at] for at in points]
         line, = ax.plot(flops, [sum(r) / len(r) for r in rates], marker=".", label=f"{method} ({_seeds(len(by_seed))})")
         ax.fill_between(flops, [min(r) for r in rates], [max(r) for r in rates], color=line.get_color(), alpha=0.15)
-        outside = [p for c in by_seed.values() for p in c if limits and "utility_drop" in p
-                   and not feasible(p, SimpleNamespace(**limits))]
+        outside = [p for c in by_seed.values() for p in c if not within_limits(p, limits)]
         if outside:
             ax.scatter([p["flops"] for p in outside], [p["rate"] * 100 for p in outside], marker="x", s=18,
                        color=line.get_color(), linewidths=0.8)
