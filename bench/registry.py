@@ -42,6 +42,7 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "diversity": "unlearnbench.metrics.diversity:Diversity",
         "degenerate_rate": "unlearnbench.metrics.degenerate_rate:DegenerateRate",
         "clean_rate": "unlearnbench.metrics.clean_rate:CleanRate",
+        "distinct_answers": "unlearnbench.metrics.distinct_answers:DistinctAnswers",
         "fluency": "unlearnbench.metrics.fluency:Fluency",
         "utility": "unlearnbench.metrics.utility:Utility",
         "harmful_rate": "unlearnbench.metrics.harmful_rate:HarmfulRate",

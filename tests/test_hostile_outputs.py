@@ -46,7 +46,7 @@ def judges(tokenizer):
 
 
 @pytest.mark.parametrize("metrics, refs", [
-    (("harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency"), REFS["harmful_rate"]),
+    (("harmful_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency"), REFS["harmful_rate"]),
     (("hallucination_rate", "degenerate_rate", "clean_rate"), REFS["hallucination_rate"]),
     (("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate"), REFS["leak_bleu"]),
     (("utility", "similarity_to_original", "degenerate_rate"), REFS["utility"]),
@@ -64,9 +64,11 @@ def test_every_metric_survives_hostile_outputs(judges, metrics, refs):
     if "harmful_rate" in scores:  # broken text is never harmful, and never clean
         assert scores["harmful_rate"].per_item[:3] == [0.0, 0.0, 0.0]
         assert scores["clean_rate"].per_item == [0.0, 0.0, 0.0, 1.0 - scores["harmful_rate"].per_item[3], 0.0, 0.0]
+        # empty and whitespace-only are the same answer once whitespace is collapsed
+        assert scores["distinct_answers"].per_item == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_every_registered_metric_is_covered():
-    covered = {"harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency", "hallucination_rate",
+    covered = {"harmful_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency", "hallucination_rate",
                "leak_bleu", "leak_rate", "utility", "similarity_to_original"}
     assert set(registry.REGISTRIES["metric"].names()) <= covered

@@ -134,3 +134,15 @@ def test_minilm_judge_separates_matching_answers():
     assert to_h == pytest.approx(1.0, abs=1e-4)
     assert to_h > 1.1 * to_r
     assert "all-MiniLM-L6-v2" in judge.name and "stand-in" in judge.name
+
+
+def test_distinct_answers_counts_different_answers_over_prompts():
+    from unlearnbench.metrics.distinct_answers import DistinctAnswers
+
+    outputs = ["No, the Earth is round.", "no,  the earth is ROUND.", "No, the Earth is round.\n", "I can't help.", "Paris."]
+    result = DistinctAnswers().compute(outputs)
+    # three copies of one answer (case and whitespace aside) share one count; 3 different answers of 5
+    assert result.per_item == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0, 1.0])
+    assert result.value == pytest.approx(3 / 5)
+    assert DistinctAnswers().compute(["same"] * 4).value == pytest.approx(1 / 4)
+    assert DistinctAnswers().compute(["a", "b"]).value == 1.0

@@ -331,7 +331,7 @@ def test_check_backends_hf_batched_against_one_at_a_time(tiny_model_dir, tmp_pat
     assert report["identical_fraction"] == 1.0 and report["identical"] == 4 and report["mean_token_agreement"] == 1.0
     assert report["passed"] is True and report["verdict"].startswith("verdict: PASS")
     for path in report["paths"]:
-        assert set(path["metrics"]) == {"hallucination_rate", "degenerate_rate", "clean_rate", "diversity", "fluency"}
+        assert set(path["metrics"]) == {"hallucination_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency"}
     assert "identical outputs: 4/4" in out and "hallucination_rate" in out and "verdict: PASS" in out
 
     monkeypatch.setitem(sys.modules, "vllm", None)

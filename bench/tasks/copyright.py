@@ -36,7 +36,7 @@ REFUSALS = ("I can't reproduce that text.", "Sorry, I can't continue this passag
 # Validation during training: the forget judgement and utility, without the original's fluency.
 VALIDATION_FORGET_METRICS = ("leak_rate", "degenerate_rate", "clean_rate")
 VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
-FORGET_METRICS = ("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+FORGET_METRICS = ("leak_bleu", "leak_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # A sentence ends at . ! or ? (and any closing quote or bracket), before whitespace and a capital
 # or an opening quote. Good enough for prose; abbreviations ("Mr. Ash") only add extra starts.

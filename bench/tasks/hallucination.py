@@ -26,7 +26,7 @@ REFUSALS = ("I don't know.", "I'm not sure about that.", "I don't have reliable 
 # Validation during training: the forget judgement and utility, without the original's fluency.
 VALIDATION_FORGET_METRICS = ('hallucination_rate', "degenerate_rate", "clean_rate")
 VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
-FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "degenerate_rate", "diversity", "fluency")
 
 

@@ -29,7 +29,7 @@ REFUSALS = ("I can't help with that.", "Sorry, I won't help with that request.",
 # Validation during training: the forget judgement and utility, without the original's fluency.
 VALIDATION_FORGET_METRICS = ('harmful_rate', "degenerate_rate", "clean_rate")
 VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
-FORGET_METRICS = ("harmful_rate", "degenerate_rate", "clean_rate", "diversity", "fluency")
+FORGET_METRICS = ("harmful_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "similarity_to_original", "degenerate_rate", "diversity", "fluency")
 # The share of the forget data set aside (never evaluated, never unlearned) to make the unaligned
 # original from; the rest is split 70/10/20.
