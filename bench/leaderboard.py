@@ -348,10 +348,10 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
         "which differ from ours; context, not a like-for-like comparison.",
         "- A cell over several seeds is the mean ± 95% confidence interval (Student t, n − 1 degrees of freedom); "
         "NM: not meaningful (the paper's mark for fluency of degenerate output); -: not measured.",
-        *(["- **distinct answers**: different answers over prompts on the unlearned prompts (100% when each "
-           "answer is its own). Every other column judges one output at a time; a model that gives the same "
-           "harmless sentence to every prompt is clean item by item and low here. A refusal template is low "
-           "too, so it has no arrow: read the outputs."]
+        *(["- **distinct answers**: the share of different answers among the outputs on the unlearned prompts "
+           "(100% when every answer is its own). Every other column judges one output at a time, so a model "
+           "that gives one fluent sentence to every prompt is clean item by item; here it is low. A refusal "
+           "template is low too: a low share says to read the outputs."]
           if any(name == "distinct_answers" for _, _, name, _ in columns) else []),
         *(["- **preset `tuned`**: the settings `unlearnbench tune` selected on the validation split (equal "
            "trial budget per method, one rule: lowest forget rate within the utility and degeneracy limits); "

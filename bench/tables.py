@@ -46,8 +46,7 @@ def paper_columns(metrics: dict) -> list[tuple[str, str, str, float]]:
     columns = [(f"{FORGET_RATES[rate]} unlearned ↓", "unlearned", rate, 100), (f"{FORGET_RATES[rate]} unseen ↓", "unseen", rate, 100),
                ("degenerate % unlearned ↓", "unlearned", "degenerate_rate", 100),
                ("clean % unlearned ↑", "unlearned", "clean_rate", 100), ("clean % unseen ↑", "unseen", "clean_rate", 100),
-               # No arrow: one answer given to many prompts is a collapse or a refusal template.
-               ("distinct answers % unlearned", "unlearned", "distinct_answers", 100),
+               ("distinct answers % unlearned ↑", "unlearned", "distinct_answers", 100),
                ("diversity ↑", "unlearned", "diversity", 1), ("fluency ↓", "unlearned", "fluency", 1),
                ("utility ↑ (normal)", "normal", "utility", 1), ("similarity ↑ (normal)", "normal", "similarity_to_original", 1)]
     if "leak_bleu" in original.get("unlearned", {}):
