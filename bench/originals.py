@@ -22,10 +22,15 @@ def prepare_settings(task, pairs: int) -> dict:
 
 
 def original_cache_key(config, loaded, data, task, template) -> str:
-    # Keyed by the steps the epochs come to, so an original prepared before epochs existed, with
-    # the same steps, is found again.
+    # Keyed by the steps the epochs come to, and by the prepare pairs themselves: the data hash
+    # names the whole file, and a change of which items are prepared must not find an original
+    # fine-tuned on others.
     settings = prepare_settings(task, len(data.prepare_pairs))
-    blob = json.dumps([loaded.source, data.hashes, config.seed, template.kind, settings], sort_keys=True)
+    pairs = hashlib.sha256()
+    for pair in data.prepare_pairs:
+        pairs.update(json.dumps([pair.question, pair.answer]).encode())
+    blob = json.dumps([loaded.source, data.hashes, config.seed, template.kind, settings, pairs.hexdigest()],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

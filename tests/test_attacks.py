@@ -298,9 +298,17 @@ def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_con
                                                                                      monkeypatch):
     from unlearnbench.tasks.hallucination import HallucinationTask
 
-    # a short memorising fine-tune at a high rate: enough for the original to learn its answers
-    monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 6, "lr": 1e-2, "batch_size": 8})
-    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "8",
+    # 20 items: 2 held out (the non-members), 18 prepared; a memorising fine-tune of about nine
+    # passes at a high rate, enough for the original to learn their answers (random words)
+    import random
+
+    words = random.Random(0).choices(["zebra", "Oslo", "copper", "violet", "anchor", "myth", "lantern", "quartz"], k=80)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is item {i} called?", "right_answer": f"Item {i}.",
+                                        "hallucinated_answer": " ".join(words[4 * i: 4 * i + 4]) + "."}) + "\n"
+                            for i in range(20)))
+    monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 20, "lr": 1e-2, "batch_size": 8})
+    code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--data", str(data), "--steps", "1", "--limit", "8",
                           "--original", "prepared", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
                           "--run-name", "prepared", "--attacks", "mia")
     assert code == 0, err

@@ -33,13 +33,14 @@ def test_fixed_steps_stay_fixed():
     assert prepare_settings(task, 1000) == {"steps": 6, "lr": 1e-2, "batch_size": 8}
 
 
-def test_the_cache_key_of_the_embedded_originals_is_what_it_was_with_fixed_steps():
-    """Originals prepared before the epochs, with the same steps, are found again in the cache."""
-    config = SimpleNamespace(seed=0)
-    loaded = SimpleNamespace(source="smollm2")
-    data = SimpleNamespace(hashes={"forget": "sha256:abc"}, prepare_pairs=[None] * 419)
-    template = SimpleNamespace(kind="chat")
-    before = json.dumps(["smollm2", {"forget": "sha256:abc"}, 0, "chat", {"steps": 50, "lr": 3e-4, "batch_size": 16}],
-                        sort_keys=True)
-    assert original_cache_key(config, loaded, data, HallucinationTask, template) == \
-        hashlib.sha256(before.encode()).hexdigest()[:16]
+def test_the_cache_key_follows_which_pairs_are_prepared_not_only_how_many():
+    """Two originals prepared on different items of the same file, as many of them, are different models."""
+    from unlearnbench.batching import Pair
+
+    config, loaded, template = SimpleNamespace(seed=0), SimpleNamespace(source="smollm2"), SimpleNamespace(kind="chat")
+    pairs = [Pair(f"q{i}", f"a{i}") for i in range(419)]
+    key = lambda prepared: original_cache_key(  # noqa: E731
+        config, loaded, SimpleNamespace(hashes={"forget": "sha256:abc"}, prepare_pairs=prepared), HallucinationTask, template)
+    assert key(pairs) == key([Pair(p.question, p.answer) for p in pairs])
+    assert key(pairs) != key(pairs[:418] + [Pair("q419", "a419")])
+    assert key(pairs) != key(pairs[:418] + [Pair("q418", "another answer")])

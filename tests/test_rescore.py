@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, invoke
 
-RUN = Path(__file__).resolve().parents[1] / "leaderboards" / "runs" / "hallucination" / "hallucination-ga-s0"
+RUN = Path(__file__).resolve().parents[1] / "leaderboards" / "runs" / "copyright" / "copyright-ga-s0"
 
 
 @pytest.fixture()

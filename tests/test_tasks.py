@@ -24,6 +24,32 @@ def test_embedded_data_sizes_and_splits():
     assert data.hashes["forget"].startswith("sha256:")
 
 
+def test_hallucination_prepares_validation_and_holds_out_membership_non_members():
+    """Tuning reads forget_val, so the original must have learned it as it learned the test
+    prompts; membership inference needs answers of the same kind that nothing trained on."""
+    task = HallucinationTask()
+    data = task.load("embedded", seed=0)
+    questions = lambda pairs: {p.question for p in pairs}  # noqa: E731
+    prepared, held_out = questions(data.prepare_pairs), questions(data.held_out)
+    forget_val = set(data.validation_sets["forget_val"].questions)
+    unlearned, unseen = set(data.eval_sets["unlearned"].questions), set(data.eval_sets["unseen"].questions)
+    assert prepared == unlearned | forget_val | unseen and forget_val and not forget_val & (unlearned | unseen)
+    assert held_out and not held_out & prepared
+    assert data.counts["held_out"] == len(data.held_out) == int(0.1 * (len(prepared) + len(held_out)))
+    members, non_members, _ = task.mia_pairs(data)
+    assert questions(members) == unlearned and questions(non_members) == held_out
+
+
+
+def test_hallucination_data_too_small_to_hold_out_has_no_membership_inference(tmp_path):
+    path = tmp_path / "nine.jsonl"
+    path.write_text("".join(json.dumps({"question": f"Q{i}?", "right_answer": "R.", "hallucinated_answer": f"H{i}."}) + "\n"
+                            for i in range(9)))
+    task = HallucinationTask()
+    data = task.load(str(path), seed=0)
+    assert len(data.held_out) == 0 and len(data.prepare_pairs) == 9 and task.mia_pairs(data) is None
+
+
 def test_split_is_seeded_and_disjoint():
     items = list(range(100))
     a = split_70_10_20(items, 1)
@@ -60,7 +86,8 @@ def test_hub_loader_reads_hub_schema_offline(tmp_path, monkeypatch):
     data = HallucinationTask().load("hub", seed=0)
     assert calls[0] == (hub.HALUEVAL_QA.repo, "qa", hub.HALUEVAL_QA.revision, "data")
     assert calls[1] == (hub.TRUTHFULQA_GENERATION.repo, "generation", hub.TRUTHFULQA_GENERATION.revision, "validation")
-    assert data.counts["forget_train"] == 14 and data.counts["forget_test"] == 4
+    # 2 of the 20 held out, the other 18 split 70/10/20
+    assert data.counts["held_out"] == 2 and data.counts["forget_train"] == 13 and data.counts["forget_test"] == 3
     assert data.train.forget[0].answer.startswith("wrong")
     assert data.eval_sets["normal"].refs[0]["correct_answers"][0].startswith("best")
 
@@ -106,7 +133,7 @@ def test_a_forget_set_larger_than_memory_streams_from_disk(tmp_path, monkeypatch
     grown_mb = (psutil.Process().memory_info().rss - before) / 2**20
     assert size_mb > 38 and grown_mb < size_mb / 4, (size_mb, grown_mb)
     assert isinstance(data.train.forget.base.base, tasks.JsonlRows)
-    assert len(data.train.forget) == 14_000
+    assert len(data.train.forget) == 12_600  # 70% of the 18,000 left after holding out 10%
     pair = data.train.forget[123]
     assert pair.question.startswith("Question ") and pair.answer.startswith("Wrong ")
     assert data.hashes["forget"].startswith("sha256:")

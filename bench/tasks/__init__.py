@@ -4,7 +4,9 @@ A task turns a data source into `TaskData`:
 - `train`: the forget pairs, the normal pairs and the random-mismatch answer pool;
 - `eval_sets`: `unlearned` (forget-train prompts), `unseen` (forget-test prompts) and
   `normal` (normal-test prompts), each with per-item references and the metrics that apply;
-- `prepare_pairs`: what the optional `prepare` step fine-tunes on to make the "original".
+- `prepare_pairs`: what the optional `prepare` step fine-tunes on to make the "original";
+- `held_out`: forget pairs that nothing trains on or evaluates, where a task sets some aside
+  (membership inference compares the forget answers with them).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TaskData:
     # `normal_val`. Never a prompt of `eval_sets`, which report the result.
     validation_sets: dict[str, EvalSet] = field(default_factory=dict)
     preferences: list[tuple[str, str, str]] = field(default_factory=list)  # (prompt, chosen, rejected)
+    held_out: Sequence[Pair] = field(default_factory=list)
 
 
 class Task:
@@ -74,7 +77,7 @@ class Task:
 
     def validation_pairs(self, data: TaskData, name: str) -> list[Pair]:
         """(prompt, answer) pairs of a validation set: `forget_val` with the answer to forget,
-        `normal_val` with its first correct answer. No prompt of these was ever trained on."""
+        `normal_val` with its first correct answer. Unlearning never trains on these."""
         refs = data.validation_sets[name].refs
         if name == "forget_val":
             return [Pair(r["question"], r[self.forget_answer]) for r in refs]
@@ -119,6 +122,8 @@ class Subset(Sequence):
     """A view of some rows of a sequence, by index: splits without copying the rows."""
 
     def __init__(self, base: Sequence, indices):
+        if isinstance(base, Subset):  # a split of a split: index the rows themselves
+            base, indices = base.base, [base.indices[i] for i in indices]
         self.base, self.indices = base, indices
 
     def __len__(self) -> int:
@@ -201,6 +206,14 @@ def _validated(line: str, schema: dict[str, type], where: str, may_be_empty: tup
         if kind is str and not value.strip() and key not in may_be_empty:
             raise BenchError(f"{where}: field '{key}' is empty")
     return row
+
+
+def set_aside(items: Sequence, share: float, seed: int) -> tuple[Subset, Subset]:
+    """(a seeded `share` of the items, the rest), views in a seeded order."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_aside = int(len(items) * share)
+    return Subset(items, order[:n_aside]), Subset(items, order[n_aside:])
 
 
 def split_70_10_20(items: Sequence, seed: int) -> tuple[Subset, Subset, Subset]:

@@ -1,6 +1,7 @@
 """Hallucination (paper §2.3): unlearn hallucinated answers to questions, keep normal QA.
 
-- forget: (question, hallucinated answer), split 70/10/20 with a fixed seed;
+- forget: (question, hallucinated answer). A seeded 10% is held out from everything (membership
+  inference's never-trained answers); the rest is split 70/10/20 with a fixed seed;
 - normal: TruthfulQA-style QA; the mismatch pool is its answers;
 - eval: `unlearned` = forget-train questions, `unseen` = forget-test questions, `normal` = normal-test.
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from unlearnbench.batching import Pair, TrainData
 from unlearnbench.errors import BenchError
-from unlearnbench.tasks import DATA_DIR, EvalSet, Mapped, Task, TaskData, content_hash, read_jsonl, split_70_10_20
+from unlearnbench.tasks import (DATA_DIR, EvalSet, Mapped, Task, TaskData, content_hash, read_jsonl, set_aside,
+                                split_70_10_20)
 from unlearnbench.tasks.hub import HALUEVAL_QA, load_rows
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
@@ -28,6 +30,11 @@ VALIDATION_FORGET_METRICS = ('hallucination_rate', "degenerate_rate", "clean_rat
 VALIDATION_NORMAL_METRICS = ("utility", "degenerate_rate")
 FORGET_METRICS = ("hallucination_rate", "degenerate_rate", "clean_rate", "distinct_answers", "diversity", "fluency")
 NORMAL_METRICS = ("utility", "degenerate_rate", "diversity", "fluency")
+# Hallucinated answers that nothing trains on, set aside before the split: the prepared original
+# learns every other forget item, the validation ones included, so that forget_val is memorised
+# as the test prompts are and tuning on it measures unlearning; membership inference then needs
+# answers of the same kind that were never trained on.
+HELD_OUT_SHARE = 0.1
 
 
 class HallucinationTask(Task):
@@ -37,14 +44,16 @@ class HallucinationTask(Task):
     max_new_tokens = 32
     original_check = ("hallucination_rate", 0.30)
     prepare_what = "hallucinated answers"
-    # 1.9 passes: 50 steps over the embedded set's 419 prepare pairs, which leaves a mean answer
-    # NLL of about 0.1; over 72 pairs a fixed 50 steps would be 11 passes and an NLL near 0.001.
+    # 1.9 passes: 50 steps over the embedded set's 419 prepare pairs (all but the 46 held out),
+    # which leaves a mean answer NLL of about 0.1; over 72 pairs a fixed 50 steps would be 11
+    # passes and an NLL near 0.001.
     prepare_hyper = {"epochs": 1.9, "lr": 3e-4, "batch_size": 16}
     forget_answer = "hallucinated_answer"
 
     def mia_pairs(self, data):
-        # The prepared original trains on forget-train and forget-test: only forget_val is unseen.
-        return data.train.forget, self.validation_pairs(data, "forget_val"), "forget_val answers (never trained on)"
+        if not data.held_out:  # fewer than 10 items: none could be set aside
+            return None
+        return data.train.forget, data.held_out, "hallucinated answers of the held-out items (never trained on)"
 
     def load(self, source: str = "embedded", seed: int = 0, eval_limit: int | None = None) -> TaskData:
         if source == "embedded":
@@ -55,7 +64,8 @@ class HallucinationTask(Task):
             rows = read_jsonl(Path(source), SCHEMA, "hallucination data")
         normal_rows = load_normal_rows("hub" if source == "hub" else "embedded")
 
-        train, val, test = split_70_10_20(rows, seed)
+        held_out, kept = set_aside(rows, HELD_OUT_SHARE, seed)
+        train, val, test = split_70_10_20(kept, seed)
         if not train or not test:
             raise BenchError(f"the forget set has {len(rows)} items: too few to split 70/10/20 (need at least 5)")
         normal_pairs, pool, normal_refs, normal_val = split_normal(normal_rows, seed)
@@ -76,7 +86,9 @@ class HallucinationTask(Task):
                              "normal_val": EvalSet("normal_val", normal_val, VALIDATION_NORMAL_METRICS)},
             source=source,
             hashes={"forget": content_hash(rows), "normal": content_hash(normal_rows)},
-            counts={"forget_train": len(train), "forget_test": len(test), "normal_train": len(normal_pairs),
+            counts={"forget_train": len(train), "forget_val": len(val), "forget_test": len(test), "held_out": len(held_out),
+                    "normal_train": len(normal_pairs),
                     "mismatch_pool": len(pool), **{f"eval_{k}": len(v.refs) for k, v in eval_sets.items()}},
-            prepare_pairs=hallucinated(train + test),
+            prepare_pairs=hallucinated(train + val + test),
+            held_out=hallucinated(held_out),
         )

@@ -14,12 +14,12 @@ path whose lines carry prompt and unsafe_response (safe_response optional).
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from unlearnbench.batching import Pair, TrainData
 from unlearnbench.errors import BenchError
-from unlearnbench.tasks import DATA_DIR, EvalSet, Mapped, Subset, Task, TaskData, content_hash, read_jsonl, split_70_10_20
+from unlearnbench.tasks import (DATA_DIR, EvalSet, Mapped, Task, TaskData, content_hash, read_jsonl, set_aside,
+                                split_70_10_20)
 from unlearnbench.tasks.normal_qa import load_normal_rows, split_normal
 
 SCHEMA = {"prompt": str, "unsafe_response": str}
@@ -57,10 +57,7 @@ class HarmfulTask(Task):
             rows = read_jsonl(Path(source), SCHEMA, "harmful data")
         normal_rows = load_normal_rows("hub" if source == "hub" else "embedded")
 
-        order = list(range(len(rows)))
-        random.Random(seed).shuffle(order)
-        n_prepare = int(len(rows) * PREPARE_SHARE)
-        prepare, forget = Subset(rows, order[:n_prepare]), Subset(rows, order[n_prepare:])
+        prepare, forget = set_aside(rows, PREPARE_SHARE, seed)
         train, val, test = split_70_10_20(forget, seed)
         if not train or not test or not prepare:
             raise BenchError(f"the harmful set has {len(rows)} items: too few to set aside a prepare part and "
