@@ -145,11 +145,13 @@ class AttackedRun:
         rows_path = run_dir / "attack_generations.jsonl"
         attack_rows = read_jsonl_records(rows_path, required=("attack", "unit")) if rows_path.is_file() else []
 
+        from unlearnbench.tasks import data_changed
+
         task = registry.get("task", config.task)()
         data = task.load(config.data, config.seed, eval_limit=config.limit or task.default_eval_limit)
-        if record.data and record.data.get("hashes") != data.hashes:
-            raise BenchError(f"the data of {config.task}/{config.data} changed since the run; its attack would not "
-                             "measure the same forget set")
+        if record.data and data_changed(record.data, data):
+            raise BenchError(f"the data of {config.task}/{config.data}, or how the task splits it, changed since the run; "
+                             "its attack would not measure the same forget set")
         torch.manual_seed(config.seed)
         loaded = models.load(unlearned_spec, trust_remote_code=config.trust_remote_code)
         template = Template(loaded.tokenizer, record.config.get("resolved_template") or config.template)

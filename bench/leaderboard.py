@@ -359,7 +359,7 @@ def render_markdown(task: str, entries: list[dict], leaderboard: Path, plots: bo
           if any(e["preset"] == "tuned" for e in entries) else []),
         *(["- **Robustness** (`unlearnbench attack`, docs/robustness.md): the worst forget rate over the "
            "prompts as asked, every rephrasing and every quantization; and the recovery after 30 relearning "
-           "steps on held-out forget answers (control: on normal answers), (rate after − unlearned) / "
+           "steps on forget_val answers, which unlearning never saw (control: on normal answers), (rate after − unlearned) / "
            "(original − unlearned), 0 = nothing came back."] if attacked else []),
         "",
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),

@@ -178,15 +178,17 @@ class Pipeline:
     # --- the phases ---------------------------------------------------------------------------
 
     def load_data(self, compare_with_original: bool = True):
+        from unlearnbench.tasks import data_changed
+
         config = self.config
         with measure(self.record.compute, "data"):
             data = self.task.load(config.data, config.seed, eval_limit=config.limit or self.task.default_eval_limit)
         if not compare_with_original:
             for eval_set in data.eval_sets.values():
                 eval_set.metrics = tuple(m for m in eval_set.metrics if m != "similarity_to_original")
-        if self.record.data and self.record.data.get("hashes") != data.hashes:
-            raise BenchError(f"the data of {config.task}/{config.data} changed since this run started; "
-                             "start a new run instead of resuming")
+        if self.record.data and data_changed(self.record.data, data):
+            raise BenchError(f"the data of {config.task}/{config.data}, or how the task splits it, changed since this "
+                             "run started; start a new run instead of resuming")
         self.record.data = {"source": config.data, "hashes": data.hashes, "counts": data.counts, "seed": config.seed}
         return data
 

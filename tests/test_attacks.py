@@ -298,16 +298,18 @@ def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_con
                                                                                      monkeypatch):
     from unlearnbench.tasks.hallucination import HallucinationTask
 
-    # 20 items: 2 held out (the non-members), 18 prepared; a memorising fine-tune of about nine
+    # 50 items: 5 held out (the non-members), 45 prepared; a memorising fine-tune of about five
     # passes at a high rate, enough for the original to learn their answers (random words)
     import random
 
-    words = random.Random(0).choices(["zebra", "Oslo", "copper", "violet", "anchor", "myth", "lantern", "quartz"], k=80)
+    vocabulary = ("zebra Oslo copper violet anchor myth lantern quartz harbour tulip falcon marble cedar "
+                  "ember glacier saffron walnut comet velvet bishop orchid thunder pepper meadow").split()
+    words = random.Random(0).choices(vocabulary, k=200)
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is item {i} called?", "right_answer": f"Item {i}.",
                                         "hallucinated_answer": " ".join(words[4 * i: 4 * i + 4]) + "."}) + "\n"
-                            for i in range(20)))
-    monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 20, "lr": 1e-2, "batch_size": 8})
+                            for i in range(50)))
+    monkeypatch.setattr(HallucinationTask, "prepare_hyper", {"steps": 30, "lr": 1e-2, "batch_size": 8})
     code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--data", str(data), "--steps", "1", "--limit", "8",
                           "--original", "prepared", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
                           "--run-name", "prepared", "--attacks", "mia")
@@ -315,8 +317,10 @@ def test_a_prepared_original_is_scored_with_its_base_model_as_the_membership_con
     attacks = json.loads((tmp_path / "prepared" / "metrics.json").read_text())["attacks"]
     assert list(attacks["results"]["mia"]) == ["base", "original", "unlearned"]
     assert attacks["summary"]["mia_auc_base"] == attacks["results"]["mia"]["base"]["auc_min_k_plus_plus"]
-    # the prepared original learned the forget answers; the base model did not
-    assert attacks["results"]["mia"]["original"]["auc_loss"] > attacks["results"]["mia"]["base"]["auc_loss"]
+    # the prepared original learned the forget answers (they look more likely than the held-out
+    # ones: 0.75 on this machine); the base model did not (0.15)
+    original, base = attacks["results"]["mia"]["original"]["auc_loss"], attacks["results"]["mia"]["base"]["auc_loss"]
+    assert original > 0.5 and original > base
 
 
 def test_the_attack_command_defaults_are_the_attack_settings_defaults():

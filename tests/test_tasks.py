@@ -40,7 +40,6 @@ def test_hallucination_prepares_validation_and_holds_out_membership_non_members(
     assert questions(members) == unlearned and questions(non_members) == held_out
 
 
-
 def test_hallucination_data_too_small_to_hold_out_has_no_membership_inference(tmp_path):
     path = tmp_path / "nine.jsonl"
     path.write_text("".join(json.dumps({"question": f"Q{i}?", "right_answer": "R.", "hallucinated_answer": f"H{i}."}) + "\n"
@@ -138,3 +137,34 @@ def test_a_forget_set_larger_than_memory_streams_from_disk(tmp_path, monkeypatch
     assert pair.question.startswith("Question ") and pair.answer.startswith("Wrong ")
     assert data.hashes["forget"].startswith("sha256:")
     assert len(data.eval_sets["unlearned"].refs) == 5
+
+
+@pytest.mark.parametrize("run", ["harmful/harmful-ppo-s1", "copyright/copyright-ga-s2"])
+def test_the_committed_runs_prompts_are_the_tasks_prompts_today(run):
+    """A change of how a task splits its data must show here: a committed run's evaluated prompts,
+    in order, are the ones the task gives for its seed and limit."""
+    from pathlib import Path
+
+    from unlearnbench import registry
+
+    run_dir = Path(__file__).resolve().parents[1] / "leaderboards" / "runs" / run
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    task = registry.get("task", config["task"])()
+    data = task.load(config["data"], config["seed"], eval_limit=config["limit"] or task.default_eval_limit)
+    rows = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    for split, eval_set in data.eval_sets.items():
+        recorded = [r["question"] for r in sorted(rows, key=lambda r: r["index"])
+                    if r["phase"] == "unlearned" and r["split"] == split]
+        assert recorded and recorded == eval_set.questions
+
+
+def test_a_run_is_refused_when_its_data_or_its_split_changed():
+    from types import SimpleNamespace
+
+    from unlearnbench.tasks import data_changed
+
+    data = SimpleNamespace(hashes={"forget": "sha256:a"}, counts={"forget_train": 293, "held_out": 46})
+    assert not data_changed({"hashes": {"forget": "sha256:a"}, "counts": {"forget_train": 293, "held_out": 46}}, data)
+    assert data_changed({"hashes": {"forget": "sha256:b"}, "counts": data.counts}, data)
+    # same file, split another way (a record from before the held-out part)
+    assert data_changed({"hashes": {"forget": "sha256:a"}, "counts": {"forget_train": 326}}, data)

@@ -92,8 +92,12 @@ class MembershipInference(Attack):
 
     def skipped(self, context) -> str | None:
         if not context.task.mia_pairs(context.data):
-            return (f"{context.task.name} has no never-trained forget answers to compare with: either its original never "
-                    "trained on the forget answers (no memorisation to detect), or its data is too small to hold any out")
+            from unlearnbench.tasks import Task
+
+            if type(context.task).mia_pairs is Task.mia_pairs:
+                return (f"{context.task.name} is not a memorisation task: its forget answers were never trained into "
+                        "the original")
+            return f"the {context.task.name} data is too small to hold out never-trained forget answers to compare with"
         return None
 
     def run_unit(self, unit: str, context):

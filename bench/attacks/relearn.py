@@ -5,7 +5,7 @@ own learning rate held constant, batch RELEARN_BATCH, and measures the forget ra
 unlearned prompts after each k in `relearn_steps` (default 10 and 30; the k=10 model is the
 first 10 steps of the k=30 one):
 
-    forget   L = CE(forget_val answers)   relearning the removed behaviour from held-out examples
+    forget   L = CE(forget_val answers)   relearning the removed behaviour from examples unlearning never saw
     normal   L = CE(normal_val answers)   the control: does any fine-tuning undo unlearning?
 
 Recovery per k = (rate after − unlearned rate) / (original rate − unlearned rate). Forget recovery
@@ -23,7 +23,7 @@ UNBOUNDED_SCHEDULE = 10**12  # the linear schedule's end step, so far away that 
 
 class Relearn(Attack):
     name = "relearn"
-    description = "fine-tune k steps on held-out forget answers (and, as a control, normal answers)"
+    description = "fine-tune k steps on forget_val answers (and, as a control, normal answers)"
 
     def units(self, context) -> list[str]:
         return ["forget", "normal"]

@@ -83,10 +83,17 @@ class Task:
             return [Pair(r["question"], r[self.forget_answer]) for r in refs]
         return [Pair(r["question"], r["correct_answers"][0]) for r in refs]
 
-    def mia_pairs(self, data: TaskData) -> tuple[Sequence[Pair], list[Pair], str] | None:
+    def mia_pairs(self, data: TaskData) -> tuple[Sequence[Pair], Sequence[Pair], str] | None:
         """(members, non-members, what the non-members are) for membership inference, or None
-        where the original never trained on the forget answers (no memorisation to detect)."""
+        where the original never trained on the forget answers (no memorisation to detect) or the
+        data is too small to hold never-trained answers out."""
         return None
+
+
+def data_changed(recorded: dict, data: TaskData) -> bool:
+    """Whether a run's recorded data differs from what the task loads today: the file's content
+    (hashes) or how it is split (counts), either of which changes what the run's prompts mean."""
+    return recorded.get("hashes") != data.hashes or recorded.get("counts", data.counts) != data.counts
 
 
 # Files above this size stay on disk and are read item by item (JsonlRows): a forget set may
