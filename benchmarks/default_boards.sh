@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The `default` rows of one board made again: each METHOD with its default settings on seeds 0,
+# 1 and 2, then the board rebuilt from its run folders.
+#
+#   benchmarks/default_boards.sh hallucination unlearn ga npo
+#   DRY_RUN=1 benchmarks/default_boards.sh hallucination unlearn ga npo   # only print what is missing
+#
+# For when a task's data or split changes and its committed rows no longer describe today's code.
+# New runs are made in runs/boards/TASK/ first: a run folder inside leaderboards/ must be published,
+# and the board keeps its old rows until every new run exists. It is meant to be run again in each
+# session (a seed is 10-15 minutes on 2 cores): a finished seed is skipped, a killed one started
+# again. Once all are there, each METHOD's old folders are replaced by the new ones and the page,
+# its records and plots are rebuilt from every run folder of the task (tuned rows included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+[ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
+task=$1; shift
+staging=runs/boards/$task
+
+step() {  # print the command; run it unless DRY_RUN is set
+  echo "+ $*"
+  [ -n "${DRY_RUN:-}" ] || "$@"
+}
+
+missing=0
+for method in "$@"; do
+  for seed in 0 1 2; do
+    run=$staging/$task-$method-s$seed
+    if [ ! -f "$run/metrics.json" ] || ! grep -q '"status": "completed"' "$run/metrics.json"; then
+      missing=1
+      step rm -rf "$run"
+      step "$UNLEARNBENCH" run --task "$task" --method "$method" --seed "$seed" --output-dir "$staging" \
+        --run-name "$task-$method-s$seed" --checkpoint-every 0
+    fi
+  done
+done
+if [ "$missing" = 1 ] && [ -n "${DRY_RUN:-}" ]; then
+  echo "(then: the old folders replaced and leaderboards/$task.md rebuilt)"
+  exit 0
+fi
+for method in "$@"; do
+  for seed in 0 1 2; do
+    step rm -rf "leaderboards/runs/$task/$task-$method-s$seed"
+    step mv "$staging/$task-$method-s$seed" "leaderboards/runs/$task/"
+  done
+done
+# A from-scratch rebuild: entries whose data changed do not replace the old ones' slots.
+step rm -f "leaderboards/$task.md" "leaderboards/$task.records.json"
+step "$UNLEARNBENCH" publish leaderboards/runs/"$task"/* --leaderboard "leaderboards/$task.md"
