@@ -21,10 +21,11 @@ STEPS=80
 EVAL_LIMIT=48
 
 # Harmful first: it is the paper's RLHF comparison. sft_safe needs safe answers (harmful only).
+# Hallucination after copyright: its default rows are made again first (default_boards.sh).
 PAIRS=(
   harmful:npo harmful:ga harmful:unlearn harmful:sft_safe
-  hallucination:unlearn hallucination:ga hallucination:npo
   copyright:unlearn copyright:ga copyright:npo
+  hallucination:unlearn hallucination:ga hallucination:npo
   harmful:graddiff harmful:simnpo harmful:rmu harmful:dpo_refusal harmful:wga
   hallucination:graddiff hallucination:simnpo hallucination:rmu hallucination:dpo_refusal hallucination:wga
   copyright:graddiff copyright:simnpo copyright:rmu copyright:dpo_refusal copyright:wga
