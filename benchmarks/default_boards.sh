@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1
 UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
 [ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
 task=$1; shift
-staging=runs/boards/$task
+staging=${STAGING:-runs/boards}/$task
 
 step() {  # print the command; run it unless DRY_RUN is set
   echo "+ $*"

@@ -1,0 +1,30 @@
+"""The scripts that make the committed boards across sessions: their plans, without running them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plan(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DRY_RUN": "1", **env})
+
+
+def test_default_boards_plans_three_seeds_per_method_in_staging_then_the_swap(tmp_path):
+    result = plan("default_boards.sh", "hallucination", "unlearn", "ga", STAGING=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if " run --task " in line]
+    assert len(runs) == 6
+    assert all(f"--output-dir {tmp_path}/hallucination" in r and "--checkpoint-every 0" in r for r in runs)
+    assert [r.split("--run-name ")[1].split()[0] for r in runs] == [
+        f"hallucination-{m}-s{s}" for m in ("unlearn", "ga") for s in (0, 1, 2)]
+    assert "leaderboards/hallucination.md rebuilt" in result.stdout.splitlines()[-1]
+
+
+def test_default_boards_without_methods_says_how_to_call_it():
+    result = plan("default_boards.sh", "hallucination")
+    assert result.returncode == 2 and result.stderr.startswith("usage:")
