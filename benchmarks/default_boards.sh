@@ -19,16 +19,13 @@ UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
 task=$1; shift
 staging=${STAGING:-runs/boards}/$task
 
-step() {  # print the command; run it unless DRY_RUN is set
-  echo "+ $*"
-  [ -n "${DRY_RUN:-}" ] || "$@"
-}
+. benchmarks/common.sh
 
 missing=0
 for method in "$@"; do
   for seed in 0 1 2; do
     run=$staging/$task-$method-s$seed
-    if [ ! -f "$run/metrics.json" ] || ! grep -q '"status": "completed"' "$run/metrics.json"; then
+    if ! completed "$run"; then
       missing=1
       step rm -rf "$run"
       step "$UNLEARNBENCH" run --task "$task" --method "$method" --seed "$seed" --output-dir "$staging" \

@@ -32,10 +32,7 @@ PAIRS=(
 )
 [ $# -gt 0 ] && PAIRS=("$@")
 
-step() {  # print the command; run it unless DRY_RUN is set
-  echo "+ $*"
-  [ -n "${DRY_RUN:-}" ] || "$@"
-}
+. benchmarks/common.sh
 
 left=0
 for pair in "${PAIRS[@]}"; do
@@ -51,7 +48,7 @@ for pair in "${PAIRS[@]}"; do
   published=1
   for seed in 0 1 2; do
     run=leaderboards/runs/$task/$task-$method-tuned-s$seed
-    if [ ! -f "$run/metrics.json" ] || ! grep -q '"status": "completed"' "$run/metrics.json"; then
+    if ! completed "$run"; then
       left=1 published=0
       step rm -rf "$run"
       step "$UNLEARNBENCH" run --task "$task" --method "$method" --from-tune "$study" --seed "$seed" \
