@@ -53,9 +53,10 @@ def run_cli(*args, timeout=600, extra_env=None, launcher=None) -> subprocess.Com
                           env=cli_env(extra_env), timeout=timeout)
 
 
-def popen_cli(*args, extra_env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
+def popen_cli(*args, extra_env=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen_options) -> subprocess.Popen:
     """`unlearnbench ARGS` as a subprocess left running (to signal it, or race it with another)."""
-    return subprocess.Popen(cli_command(*args), stdout=stdout, stderr=stderr, text=True, env=cli_env(extra_env))
+    return subprocess.Popen(cli_command(*args), stdout=stdout, stderr=stderr, text=True, env=cli_env(extra_env),
+                            **popen_options)
 
 
 def assert_one_line_error(code, err, *fragments):

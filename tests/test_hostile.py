@@ -264,7 +264,11 @@ def test_malformed_model_config(tmp_path, out, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_real_signal_during_training(tiny_model_dir, out, signum):
-    process = popen_cli(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "3"))
+    # A terminal's Ctrl-C reaches a program whose SIGINT is at its default. A suite started in the
+    # background by a shell without job control (`make test &`, CI runners) hands its children
+    # SIGINT ignored, and Python then rightly keeps ignoring it: give the child the default back.
+    process = popen_cli(*tiny_args(tiny_model_dir, out, "signalled", "--steps", "100000", "--checkpoint-every", "3"),
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_dir = out / "signalled"
     progress = run_dir / "checkpoint" / "progress.json"
     # Signal once training has provably taken steps (its first checkpoint exists), however slow
