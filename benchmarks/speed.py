@@ -1,10 +1,10 @@
 """Speed of the embedded model on this machine: generation tokens/s and training seconds/step.
 
-    python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--static-cache]
+    python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--engines] [--static-cache]
                                [--skip-generation] [--skip-training] [--methods unlearn,ga,...]
                                [--precisions fp32,auto]
 
-Prints two tables (three with --static-cache). Figures, not assertions: speed goals live here, not
+Prints two tables (one more each for --engines and --static-cache). Figures, not assertions: speed goals live here, not
 in timed tests.
 """
 
@@ -95,6 +95,77 @@ def static_cache_rows(loaded, template, questions, batch, new_tokens):
     return table
 
 
+def ctranslate2_engines(loaded, folder):
+    """The model converted once into `folder` (fp32 weights), loaded at each compute type."""
+    import ctranslate2
+
+    hf, converted = folder / "hf", folder / "ctranslate2"
+    loaded.model.save_pretrained(hf)
+    loaded.tokenizer.save_pretrained(hf)
+    ctranslate2.converters.TransformersConverter(str(hf)).convert(str(converted), quantization="float32")
+    return {compute_type: ctranslate2.Generator(str(converted), device="cpu", compute_type=compute_type,
+                                                intra_threads=torch.get_num_threads())
+            for compute_type in ("float32", "int8_float32", "int8")}
+
+
+def ctranslate2_timed(engine, tokenizer, prompts, new_tokens):
+    """CTranslate2 greedy decoding of the chat-templated prompts, given as tokens: outputs, seconds, new tokens."""
+    starts = [tokenizer.convert_ids_to_tokens(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    start = time.perf_counter()
+    results = engine.generate_batch(starts, max_batch_size=len(prompts), max_length=new_tokens, sampling_topk=1,
+                                    include_prompt_in_result=False, end_token=tokenizer.eos_token)
+    seconds = time.perf_counter() - start
+    ids = [r.sequences_ids[0] for r in results]
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)], seconds, sum(map(len, ids))
+
+
+def engine_rows(loaded, template, questions, batches, new_tokens):
+    """CPU inference engines against HF, in one process, at each batch size: tokens/s, the ratio to
+    HF bf16 `generate` (the issue's baseline) and to the HF backend's own choice here (the greedy
+    loop, bf16 where the CPU runs it fast, else fp32), and how many greedy outputs are identical to
+    HF fp32 `generate`'s."""
+    import importlib.metadata
+    import tempfile
+    from pathlib import Path
+
+    from unlearnbench.generation.hf import preferred_dtype
+
+    config = GenerationConfig(max_new_tokens=new_tokens)
+    own = f"hf loop {str(preferred_dtype(torch.device('cpu'))).removeprefix('torch.')}"
+    generators = {}
+    for dtype in ("float32", "bfloat16"):
+        for decoding in ("generate", "loop"):
+            generator = HFGenerator(batch_size=max(batches), dtype=dtype, decoding=decoding)
+            generator.load_weights(loaded.model, loaded.tokenizer)
+            generator.generate([template.prompt(questions[0])], GenerationConfig(max_new_tokens=4))  # warm-up
+            generators[f"hf {decoding} {dtype}"] = generator
+    try:
+        version = importlib.metadata.version("ctranslate2")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        engines = ctranslate2_engines(loaded, Path(folder)) if version else {}
+        for batch in batches:
+            prompts = [template.prompt(q) for q in questions[:batch]]
+            measured = {}
+            for name, generator in generators.items():
+                generator.batch_size = batch
+                measured[name] = timed(generator, prompts, config)
+            for compute_type, engine in engines.items():
+                measured[f"ctranslate2 {version} {compute_type}"] = ctranslate2_timed(engine, loaded.tokenizer, prompts,
+                                                                                     new_tokens)
+            rate = {name: tokens / seconds for name, (_, seconds, tokens) in measured.items()}
+            reference = measured["hf generate float32"][0]
+            for name, (outputs, _, tokens) in measured.items():
+                same = sum(a == b for a, b in zip(reference, outputs))
+                rows.append([name, batch, tokens, f"{rate[name]:.1f}", f"{rate[name] / rate['hf generate bfloat16']:.2f}x",
+                             f"{rate[name] / rate[own]:.2f}x", f"{same}/{batch}"])
+    if not version:
+        rows.append(["ctranslate2 (not installed)", "", "", "", "", "", ""])
+    return rows, own
+
+
 def matmul_gflops(dtype: torch.dtype, rows: int, inner: int = 576, outer: int = 1536, repeats: int = 20) -> float:
     """The rate of one (rows x inner) @ (inner x outer) product on this machine, now: the ceiling a
     training step's matrix products (hidden 576, MLP 1536 in the embedded model) can reach."""
@@ -143,6 +214,8 @@ def main():
                         help="gradient methods to time (comma-separated)")
     parser.add_argument("--precisions", default="fp32,auto", help="training precisions to time")
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--engines", action="store_true",
+                        help="compare CPU inference engines (CTranslate2 where installed) with the HF paths instead")
     parser.add_argument("--static-cache", action="store_true",
                         help="also time generate with a static KV cache, with and without torch.compile (minutes)")
     args = parser.parse_args()
@@ -157,12 +230,19 @@ def main():
     cpu = cpu_description()
     print(f"{cpu['cpu']} ({', '.join(cpu['cpu_features']) or 'no AVX2'}); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    if not args.skip_generation:
+    if not args.skip_generation and not args.engines:  # --engines times the same HF paths in its own table
         print(f"\nGeneration (HF backend, greedy, at most {args.new_tokens} new tokens, EOS stops a row): plain "
               "`generate` against the greedy loop (bench/generation/greedy.py), same prompts, same process")
         print(tabulate(generation_rows(loaded, template, questions, batches, args.new_tokens),
                        headers=["dtype", "batch", "new tokens", "generate tok/s", "loop new tokens", "loop tok/s",
                                 "speed-up", "identical"], tablefmt="github", disable_numparse=True))
+    if args.engines:
+        rows, own = engine_rows(loaded, template, questions, batches, args.new_tokens)
+        print(f"\nCPU engines against HF (greedy, at most {args.new_tokens} new tokens, one process): tokens/s as a "
+              f"ratio to HF bf16 `generate` and to the HF backend's own path here ({own}); 'identical' compares "
+              "with HF fp32 `generate`'s outputs")
+        print(tabulate(rows, headers=["engine", "batch", "new tokens", "tok/s", "vs bf16 generate", f"vs {own}",
+                                      "identical"], tablefmt="github", disable_numparse=True))
     if args.static_cache:
         print(f"\nTried, not used: `generate` with a static KV cache, with and without torch.compile (bf16, batch "
               f"{max(batches)}; 'identical' compares with plain `generate`'s outputs)")

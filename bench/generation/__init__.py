@@ -47,30 +47,49 @@ class Generator:
         return {"backend": self.name}
 
 
-BACKENDS = ("hf", "vllm", "auto")
+BACKENDS = ("hf", "vllm", "ctranslate2", "auto")
 
 
-def vllm_installed() -> bool:
-    """Whether `import vllm` can find a module, without importing it (vllm imports take seconds)."""
+def installed(module: str) -> bool:
+    """Whether `import MODULE` can find a module, without importing it (vllm imports take seconds)."""
     import importlib.util
     import sys
 
-    if "vllm" in sys.modules:  # imported already, or a stand-in put there (find_spec raises without a spec)
-        return sys.modules["vllm"] is not None
+    if module in sys.modules:  # imported already, or a stand-in put there (find_spec raises without a spec)
+        return sys.modules[module] is not None
     try:
-        return importlib.util.find_spec("vllm") is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 
 
+def vllm_installed() -> bool:
+    return installed("vllm")
+
+
 def choose_backend(name: str) -> str:
-    """The generator to use for --backend NAME: `auto` is vllm where it can run (vllm installed and a
-    CUDA device visible), else hf; any other name is checked against the registry (did-you-mean error)."""
+    """The generator to use for --backend NAME. `auto` is vllm where it can run (vllm installed and
+    a CUDA device visible); on a CPU without fast bf16, ctranslate2 where it is installed (measured
+    faster there; docs/benchmarks-cpu.md); else hf, saying in one line when ctranslate2 would have
+    been taken. Any other name is checked against the registry (did-you-mean error)."""
     from unlearnbench import registry
 
     if name == "auto":
         import torch
 
-        name = "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
+        from unlearnbench.hardware import fast_low_precision
+
+        if vllm_installed() and torch.cuda.is_available():
+            name = "vllm"
+        elif torch.cuda.is_available() or fast_low_precision(torch.device("cpu")):
+            name = "hf"
+        elif installed("ctranslate2"):
+            name = "ctranslate2"
+        else:
+            from unlearnbench.generation.ct2 import INSTALL_HINT
+            from unlearnbench.progress import say
+
+            say(f"--backend auto: ctranslate2 is not installed, so generation uses hf ({INSTALL_HINT})")
+            name = "hf"
     registry.get("generator", name)
     return name

@@ -1,0 +1,110 @@
+"""CTranslate2 backend: the model converted to CTranslate2's format, decoded by its CPU kernels.
+
+Measured against the HF backend in one process (docs/benchmarks-cpu.md, batch 64): on a CPU
+without fast bf16 (AVX2 only) its int8 weights generate about 1.5x as many tokens/s as the HF
+greedy loop in fp32, with different greedy outputs for most prompts; in float32 it is slower than
+that loop and its outputs are identical. On a CPU with AVX512-BF16 or AMX the HF loop in bf16 is
+faster. So it is never the default; `--backend auto` takes it on a CPU without fast bf16.
+
+Same inputs and decoding as hf.py: prompts tokenised by our tokenizer (`add_special_tokens` from
+the GenerationConfig), greedy unless `do_sample`, at most `max_new_tokens`, stopping at the
+tokenizer's EOS, outputs decoded by our tokenizer from the generated ids. CTranslate2 builds its
+model from a folder, so `load_weights` saves the model (HF format, fp32) into a temporary folder,
+converts it, loads the converted model into memory and deletes the folder.
+
+Install: `pip install 'unlearnbench[cpu]'` (`make` does).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+from unlearnbench.errors import BenchError
+from unlearnbench.generation import GenerationConfig, Generator
+from unlearnbench.progress import bar
+
+INSTALL_HINT = "pip install 'unlearnbench[cpu]'"
+COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+# The runner builds generators without arguments; this lets a user choose the precision without code.
+ENV_COMPUTE_TYPE = "UNLEARNBENCH_CT2_COMPUTE_TYPE"
+
+
+def import_ctranslate2():
+    """`import ctranslate2`, or a one-line BenchError saying how to install it."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise BenchError(f"--backend ctranslate2 needs the ctranslate2 package ({exc}); {INSTALL_HINT}") from None
+    return ctranslate2
+
+
+class CTranslate2Generator(Generator):
+    name = "ctranslate2"
+
+    def __init__(self, batch_size: int = 64, compute_type: str | None = None, threads: int | None = None):
+        compute_type = compute_type or os.environ.get(ENV_COMPUTE_TYPE, "int8")
+        if compute_type not in COMPUTE_TYPES:
+            raise BenchError(f"CTranslate2 compute type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
+        self.batch_size, self.compute_type = batch_size, compute_type
+        self.threads = threads
+        self.engine = None
+        self.model = None  # the caller's model (the runner's fluency judge falls back to a copy of it)
+        self.tokenizer = None
+        self.last_counts = {"prompt_tokens": 0, "generated_tokens": 0}
+
+    def load_weights(self, model, tokenizer) -> None:
+        ctranslate2 = import_ctranslate2()
+        import torch
+
+        if next(model.parameters()).device.type != "cpu":
+            raise BenchError("--backend ctranslate2 runs on the CPU here; use hf or vllm for a model on a GPU")
+        self.model, self.tokenizer = model, tokenizer
+        self.engine = None  # the previous model's memory goes before the next one is built
+        with tempfile.TemporaryDirectory(prefix="unlearnbench-ct2-") as folder:
+            saved, converted = Path(folder) / "hf", Path(folder) / "ct2"
+            # The converter reads a model folder. fp32 on disk, so that the quantization below is
+            # applied to the weights as trained, not to a bf16 copy of them.
+            fp32 = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
+            fp32.save_pretrained(saved)
+            tokenizer.save_pretrained(saved)
+            quantization = "float32" if self.compute_type == "float32" else "int8_float32"
+            ctranslate2.converters.TransformersConverter(str(saved)).convert(str(converted), quantization=quantization)
+            # The converted weights are read into memory here, so the folder can go at once.
+            self.engine = ctranslate2.Generator(str(converted), device="cpu", compute_type=self.compute_type,
+                                                intra_threads=self.threads or torch.get_num_threads())
+        self.version = ctranslate2.__version__
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "engine": "ctranslate2", "engine_version": getattr(self, "version", None),
+                "dtype": self.compute_type, "batch_size": self.batch_size}
+
+    def generate(self, prompts: list[str], config: GenerationConfig, desc: str = "generating") -> list[str]:
+        import ctranslate2
+
+        tokenizer = self.tokenizer
+        encoded = [tokenizer(p, add_special_tokens=config.add_special_tokens)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # as hf.py: little padding per batch
+        options = dict(max_length=config.max_new_tokens, include_prompt_in_result=False, end_token=tokenizer.eos_token)
+        if config.do_sample:
+            ctranslate2.set_random_seed(config.seed)
+            # top-k 0 samples from the whole vocabulary, as HF sampling with top_k unset does.
+            options.update(sampling_topk=0, sampling_topp=config.top_p, sampling_temperature=config.temperature)
+        else:
+            options.update(sampling_topk=1)
+        self.last_counts = {"prompt_tokens": sum(map(len, encoded)), "generated_tokens": 0}
+        outputs: list[str] = [""] * len(prompts)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in bar(batches, desc=desc, unit="batch"):
+            starts = [tokenizer.convert_ids_to_tokens(encoded[i]) for i in batch]
+            results = self.engine.generate_batch(starts, max_batch_size=self.batch_size, **options)
+            for index, result in zip(batch, results):
+                tokens = result.sequences_ids[0]
+                self.last_counts["generated_tokens"] += len(tokens)
+                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return outputs
+
+    def release(self) -> None:
+        self.engine = None
