@@ -93,8 +93,8 @@ def cli():
 @click.option("--original", default="auto", show_default=True,
               help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
 @click.option("--backend", default="hf", show_default=True,
-              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU, int8 "
-                   "unless UNLEARNBENCH_CT2_COMPUTE_TYPE says float32) | auto (vllm where it can run; ctranslate2 on a "
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU; float32, "
+                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run; ctranslate2 on a "
                    "CPU without fast bf16; else hf)")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
 @click.option("--utility-judge", default="similarity", show_default=True,
@@ -295,8 +295,8 @@ def _quiet_libraries():
 @click.option("--max-new-tokens", type=int)
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--backend", default="hf", show_default=True,
-              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU, int8 "
-                   "unless UNLEARNBENCH_CT2_COMPUTE_TYPE says float32) | auto (vllm where it can run; ctranslate2 on a "
+              help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU; float32, "
+                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run; ctranslate2 on a "
                    "CPU without fast bf16; else hf)")
 def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
              similarity_judge, max_new_tokens, trust_remote_code, backend):
@@ -544,7 +544,7 @@ def list_entries():
 @click.option("--limit", type=int, default=32, show_default=True, help="number of prompts")
 @click.option("--backend", type=click.Choice(["hf", "vllm", "ctranslate2"]), default=None,
               help="hf: HF batched vs HF one at a time; vllm: HF batched vs vLLM; ctranslate2: HF batched vs "
-                   "CTranslate2 (its precision from UNLEARNBENCH_CT2_COMPUTE_TYPE, int8 by default)  "
+                   "CTranslate2 (its precision from UNLEARNBENCH_CT2_COMPUTE_TYPE, float32 by default)  "
                    "[default: vllm if it can run, else hf]")
 @click.option("--max-new-tokens", type=int, help="generation length (task default if unset)")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="batch size of the batched HF path")

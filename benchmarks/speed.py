@@ -2,9 +2,9 @@
 
     python benchmarks/speed.py [--batches 1,8,32,64] [--new-tokens 64] [--steps 4] [--engines] [--static-cache]
                                [--skip-generation] [--skip-training] [--methods unlearn,ga,...]
-                               [--precisions fp32,auto]
+                               [--precisions fp32,auto] [--profile METHOD]
 
-Prints two tables (one more each for --engines and --static-cache). Figures, not assertions: speed goals live here, not
+Prints two tables (one more each for --engines, --static-cache and each --profile precision). Figures, not assertions: speed goals live here, not
 in timed tests.
 """
 
@@ -204,6 +204,23 @@ def training_rows(loaded, template, data, steps, methods=("unlearn", "ga", "npo"
     return rows
 
 
+def profile_rows(loaded, template, data, method_name, precision, steps=2, top=15):
+    """Where a training step's time goes: torch.profiler over steps 3 and 4 of a fit of METHOD (the
+    first two warm up, and set up the optimizer), the operators with the most self CPU time per step."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from unlearnbench import registry
+
+    method_cls = registry.get("method", method_name)
+    method = method_cls(method_cls.Config.from_overrides({"steps": 2 + steps, "precision": precision}))
+    with profile(activities=[ProfilerActivity.CPU], schedule=schedule(wait=1, warmup=1, active=steps)) as profiled:
+        method.fit(models.load(loaded.spec).model, loaded.tokenizer, data, template, lambda row: profiled.step())
+    events = sorted(profiled.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [[e.key, e.count // steps, f"{e.self_cpu_time_total / steps / 1e6:.3f}", f"{e.self_cpu_time_total / total:.1%}"]
+            for e in events[:top]], total / steps / 1e6
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,8,32,64")
@@ -214,6 +231,8 @@ def main():
                         help="gradient methods to time (comma-separated)")
     parser.add_argument("--precisions", default="fp32,auto", help="training precisions to time")
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--profile", metavar="METHOD",
+                        help="also profile two training steps of METHOD at each --precisions (torch.profiler)")
     parser.add_argument("--engines", action="store_true",
                         help="compare CPU inference engines (CTranslate2 where installed) with the HF paths instead")
     parser.add_argument("--static-cache", action="store_true",
@@ -249,6 +268,13 @@ def main():
         print(tabulate(static_cache_rows(loaded, template, questions, max(batches), args.new_tokens),
                        headers=["decoding", "batch", "first call s (compile included)", "new tokens", "tok/s (second call)",
                                 "identical"], tablefmt="github", disable_numparse=True))
+    if args.profile:
+        for precision in args.precisions.split(","):
+            rows, seconds = profile_rows(loaded, template, data.train, args.profile, precision)
+            print(f"\nProfile: {args.profile}, precision {precision}, {seconds:.2f} s of operator self time per step "
+                  "(steps 3 and 4 of a fit; top operators)")
+            print(tabulate(rows, headers=["operator", "calls/step", "self s/step", "share"], tablefmt="github",
+                           disable_numparse=True))
     if not args.skip_training:
         print("\nTraining: one step of each method (full weights; GFLOP/s by the suite's FLOP count, against a "
               "matmul of the step's row count timed in this run)")

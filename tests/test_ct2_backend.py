@@ -64,10 +64,11 @@ def test_a_bf16_model_is_converted_from_an_fp32_copy_and_left_as_it_was(tiny_mod
 
 
 def test_unknown_compute_type_and_missing_package_are_one_line_errors(monkeypatch, tiny_model, tokenizer):
-    with pytest.raises(BenchError, match="must be one of int8, int8_float32, float32, got 'fp8'"):
+    with pytest.raises(BenchError, match="must be one of float32, int8, int8_float32, got 'fp8'"):
         CTranslate2Generator(compute_type="fp8")
-    monkeypatch.setenv("UNLEARNBENCH_CT2_COMPUTE_TYPE", "float32")
-    assert CTranslate2Generator().compute_type == "float32"
+    assert CTranslate2Generator().compute_type == "float32"  # the precision whose outputs are HF fp32's
+    monkeypatch.setenv("UNLEARNBENCH_CT2_COMPUTE_TYPE", "int8")
+    assert CTranslate2Generator().compute_type == "int8"
     monkeypatch.setitem(sys.modules, "ctranslate2", None)
     with pytest.raises(BenchError, match=r"needs the ctranslate2 package .*pip install 'unlearnbench\[cpu\]'") as info:
         CTranslate2Generator().load_weights(tiny_model, tokenizer)
@@ -90,8 +91,7 @@ def test_auto_takes_ctranslate2_on_a_cpu_without_fast_bf16(monkeypatch, capsys, 
     assert choose_backend("ctranslate2") == "ctranslate2"
 
 
-def test_check_backends_reports_identical_outputs_and_tokens_per_second(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("UNLEARNBENCH_CT2_COMPUTE_TYPE", "float32")
+def test_check_backends_reports_identical_outputs_and_tokens_per_second(tiny_model_dir, tmp_path, capsys):
     report_path = tmp_path / "report.json"
     code, out, err = invoke(capsys, "check-backends", "--backend", "ctranslate2", "--model", str(tiny_model_dir),
                             "--limit", "4", "--max-new-tokens", "8", "--output", str(report_path))
@@ -105,9 +105,10 @@ def test_check_backends_reports_identical_outputs_and_tokens_per_second(tiny_mod
     assert "generated tokens/s" in out and "identical outputs: 4/4" in out
 
 
-def test_a_run_with_the_ctranslate2_backend_records_the_engine(tiny_model_dir, tmp_path, capsys):
+def test_a_run_with_the_ctranslate2_backend_records_the_engine(tiny_model_dir, tmp_path, capsys, monkeypatch):
     import json
 
+    monkeypatch.setenv("UNLEARNBENCH_CT2_COMPUTE_TYPE", "int8")
     out = tmp_path / "runs"
     code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--original", "base", "--limit", "2",
                           "--max-new-tokens", "4", "--steps", "1", "--backend", "ctranslate2", "--output-dir", str(out),

@@ -1,10 +1,12 @@
 """CTranslate2 backend: the model converted to CTranslate2's format, decoded by its CPU kernels.
 
-Measured against the HF backend in one process (docs/benchmarks-cpu.md, batch 64): on a CPU
-without fast bf16 (AVX2 only) its int8 weights generate about 1.5x as many tokens/s as the HF
-greedy loop in fp32, with different greedy outputs for most prompts; in float32 it is slower than
-that loop and its outputs are identical. On a CPU with AVX512-BF16 or AMX the HF loop in bf16 is
-faster. So it is never the default; `--backend auto` takes it on a CPU without fast bf16.
+Measured against the HF backend in one process (docs/benchmarks-cpu.md#cpu-inference-engines,
+batch 64) on a CPU without fast bf16 (AVX2 only), where the HF backend decodes in fp32: in float32
+it gave 1.1-1.4x the tokens/s of the HF greedy loop with every greedy output identical to HF
+fp32's; in int8, 1.3-1.9x with most outputs different. On CPUs with AVX512-BF16 or AMX the HF
+loop decodes in bf16 and is the faster path. So float32 is this backend's default, `--backend
+auto` takes it on a CPU without fast bf16 (where its outputs are the hf backend's), and int8 is
+asked for with UNLEARNBENCH_CT2_COMPUTE_TYPE=int8.
 
 Same inputs and decoding as hf.py: prompts tokenised by our tokenizer (`add_special_tokens` from
 the GenerationConfig), greedy unless `do_sample`, at most `max_new_tokens`, stopping at the
@@ -27,7 +29,7 @@ from unlearnbench.generation import GenerationConfig, Generator
 from unlearnbench.progress import bar
 
 INSTALL_HINT = "pip install 'unlearnbench[cpu]'"
-COMPUTE_TYPES = ("int8", "int8_float32", "float32")
+COMPUTE_TYPES = ("float32", "int8", "int8_float32")
 # The runner builds generators without arguments; this lets a user choose the precision without code.
 ENV_COMPUTE_TYPE = "UNLEARNBENCH_CT2_COMPUTE_TYPE"
 
@@ -45,7 +47,7 @@ class CTranslate2Generator(Generator):
     name = "ctranslate2"
 
     def __init__(self, batch_size: int = 64, compute_type: str | None = None, threads: int | None = None):
-        compute_type = compute_type or os.environ.get(ENV_COMPUTE_TYPE, "int8")
+        compute_type = compute_type or os.environ.get(ENV_COMPUTE_TYPE, "float32")
         if compute_type not in COMPUTE_TYPES:
             raise BenchError(f"CTranslate2 compute type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
         self.batch_size, self.compute_type = batch_size, compute_type
