@@ -149,13 +149,16 @@ def check(options: CheckOptions) -> dict:
     device = "cuda" if torch.cuda.is_available() and options.backend != "ctranslate2" else None
     paths, outputs = [], []
     for label, generator in _paths(options, device):
+        start = time.perf_counter()
         generator.load_weights(loaded.model, loaded.tokenizer)
+        load_seconds = time.perf_counter() - start
         start = time.perf_counter()
         results, rows = evaluator.evaluate(generator, label, splits=(SPLIT,))
         seconds = time.perf_counter() - start
         outputs.append([row["output"] for row in rows])
         scores = results[SPLIT]
         paths.append({"name": label, "generator": generator.describe(), "seconds": round(seconds, 2),
+                      "load_seconds": round(load_seconds, 2),
                       "generated_tokens": getattr(generator, "last_counts", {}).get("generated_tokens"),
                       "metrics": {name: result.value for name, result in scores.items()},
                       "judges": {name: result.judge_name for name, result in scores.items()}})
@@ -201,6 +204,8 @@ def report_table(report: dict) -> str:
     rows.append(["seconds", f"{first['seconds']:.1f}", f"{second['seconds']:.1f}", ""])
     rate = lambda p: "" if not p["generated_tokens"] or not p["seconds"] else f"{p['generated_tokens'] / p['seconds']:.1f}"  # noqa: E731
     rows.append(["generated tokens/s (scoring included)", rate(first), rate(second), ""])
+    load = lambda p: f"{p['load_seconds']:.1f}" if "load_seconds" in p else ""  # noqa: E731
+    rows.append(["load seconds (a conversion included)", load(first), load(second), ""])
     table = tabulate(rows, headers=[f"{report['task']}/{report['split']}, {report['prompts']} prompts",
                                     first["name"], second["name"], "difference"],
                      tablefmt="simple_outline", disable_numparse=True)

@@ -94,8 +94,7 @@ def cli():
               help="auto: prepare an original showing the behaviour if the base model lacks it; base; prepared")
 @click.option("--backend", default="hf", show_default=True,
               help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU; float32, "
-                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run; ctranslate2 on a "
-                   "CPU without fast bf16; else hf)")
+                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run, else hf)")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True, help="encoder for similarity metrics")
 @click.option("--utility-judge", default="similarity", show_default=True,
               help="'similarity' or a reward model id, e.g. OpenAssistant/reward-model-deberta-v3-large-v2")
@@ -296,8 +295,7 @@ def _quiet_libraries():
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--backend", default="hf", show_default=True,
               help="generation backend: hf | vllm (CUDA, pip install 'unlearnbench[vllm]') | ctranslate2 (CPU; float32, "
-                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run; ctranslate2 on a "
-                   "CPU without fast bf16; else hf)")
+                   "or UNLEARNBENCH_CT2_COMPUTE_TYPE=int8) | auto (vllm where it can run, else hf)")
 def evaluate(model, task, reference, data, seed, limit, output_dir, run_name, template, harm_judge, utility_judge,
              similarity_judge, max_new_tokens, trust_remote_code, backend):
     """Score an existing model on TASK without training (a model unlearned elsewhere)."""

