@@ -103,9 +103,13 @@ def ctranslate2_engines(loaded, folder):
     loaded.model.save_pretrained(hf)
     loaded.tokenizer.save_pretrained(hf)
     ctranslate2.converters.TransformersConverter(str(hf)).convert(str(converted), quantization="float32")
-    return {compute_type: ctranslate2.Generator(str(converted), device="cpu", compute_type=compute_type,
-                                                intra_threads=torch.get_num_threads())
-            for compute_type in ("float32", "int8_float32", "int8")}
+    engines = {compute_type: ctranslate2.Generator(str(converted), device="cpu", compute_type=compute_type,
+                                                   intra_threads=torch.get_num_threads())
+               for compute_type in ("float32", "int8_float32", "int8")}
+    for engine in engines.values():  # warm-up, as the HF generators get
+        engine.generate_batch([loaded.tokenizer.convert_ids_to_tokens(loaded.tokenizer("Hello")["input_ids"])],
+                              max_length=4, include_prompt_in_result=False)
+    return engines
 
 
 def ctranslate2_timed(engine, tokenizer, prompts, new_tokens):
