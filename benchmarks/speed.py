@@ -24,6 +24,7 @@ from tabulate import tabulate  # noqa: E402
 
 from unlearnbench import models  # noqa: E402
 from unlearnbench.batching import Template, pad_left  # noqa: E402
+from unlearnbench.errors import BenchError  # noqa: E402
 from unlearnbench.generation import GenerationConfig  # noqa: E402
 from unlearnbench.generation.hf import HFGenerator  # noqa: E402
 from unlearnbench.tasks.hallucination import HallucinationTask  # noqa: E402
@@ -33,6 +34,15 @@ def timed(generator, prompts, config):
     start = time.perf_counter()
     outputs = generator.generate(prompts, config)
     return outputs, time.perf_counter() - start, generator.last_counts["generated_tokens"]
+
+
+def timed_each(generators: dict, prompts, config) -> dict:
+    """Each generator on the same prompts, all of them in one batch: name -> (outputs, seconds, new tokens)."""
+    measured = {}
+    for name, generator in generators.items():
+        generator.batch_size = len(prompts)
+        measured[name] = timed(generator, prompts, config)
+    return measured
 
 
 def generation_rows(loaded, template, questions, batches, new_tokens):
@@ -47,11 +57,7 @@ def generation_rows(loaded, template, questions, batches, new_tokens):
             generator.batch_size = 1
             generator.generate([template.prompt(questions[0])], GenerationConfig(max_new_tokens=4))  # warm-up
         for batch in batches:
-            prompts = [template.prompt(q) for q in questions[:batch]]
-            measured = {}
-            for name, generator in engines.items():
-                generator.batch_size = batch
-                measured[name] = timed(generator, prompts, config)
+            measured = timed_each(engines, [template.prompt(q) for q in questions[:batch]], config)
             (plain, plain_s, plain_n), (fast, fast_s, fast_n) = measured["generate"], measured["loop"]
             same = sum(a == b for a, b in zip(plain, fast))
             rows.append([dtype, batch, plain_n, f"{plain_n / plain_s:.1f}", fast_n, f"{fast_n / fast_s:.1f}",
@@ -95,76 +101,39 @@ def static_cache_rows(loaded, template, questions, batch, new_tokens):
     return table
 
 
-def ctranslate2_engines(loaded, folder):
-    """The model converted once into `folder` (fp32 weights), loaded at each compute type."""
-    import ctranslate2
-
-    hf, converted = folder / "hf", folder / "ctranslate2"
-    loaded.model.save_pretrained(hf)
-    loaded.tokenizer.save_pretrained(hf)
-    ctranslate2.converters.TransformersConverter(str(hf)).convert(str(converted), quantization="float32")
-    engines = {compute_type: ctranslate2.Generator(str(converted), device="cpu", compute_type=compute_type,
-                                                   intra_threads=torch.get_num_threads())
-               for compute_type in ("float32", "int8_float32", "int8")}
-    for engine in engines.values():  # warm-up, as the HF generators get
-        engine.generate_batch([loaded.tokenizer.convert_ids_to_tokens(loaded.tokenizer("Hello")["input_ids"])],
-                              max_length=4, include_prompt_in_result=False)
-    return engines
-
-
-def ctranslate2_timed(engine, tokenizer, prompts, new_tokens):
-    """CTranslate2 greedy decoding of the chat-templated prompts, given as tokens: outputs, seconds, new tokens."""
-    starts = [tokenizer.convert_ids_to_tokens(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    start = time.perf_counter()
-    results = engine.generate_batch(starts, max_batch_size=len(prompts), max_length=new_tokens, sampling_topk=1,
-                                    include_prompt_in_result=False, end_token=tokenizer.eos_token)
-    seconds = time.perf_counter() - start
-    ids = [r.sequences_ids[0] for r in results]
-    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)], seconds, sum(map(len, ids))
-
-
 def engine_rows(loaded, template, questions, batches, new_tokens):
     """CPU inference engines against HF, in one process, at each batch size: tokens/s, the ratio to
     HF bf16 `generate` (the issue's baseline) and to the HF backend's own choice here (the greedy
     loop, bf16 where the CPU runs it fast, else fp32), and how many greedy outputs are identical to
-    HF fp32 `generate`'s."""
-    import importlib.metadata
-    import tempfile
-    from pathlib import Path
-
+    HF fp32 `generate`'s. The CTranslate2 rows are the suite's backend (bench/generation/ct2.py),
+    its conversion done before timing."""
     from unlearnbench.generation.hf import preferred_dtype
 
     config = GenerationConfig(max_new_tokens=new_tokens)
     own = f"hf loop {str(preferred_dtype(torch.device('cpu'))).removeprefix('torch.')}"
-    generators = {}
-    for dtype in ("float32", "bfloat16"):
-        for decoding in ("generate", "loop"):
-            generator = HFGenerator(batch_size=max(batches), dtype=dtype, decoding=decoding)
-            generator.load_weights(loaded.model, loaded.tokenizer)
-            generator.generate([template.prompt(questions[0])], GenerationConfig(max_new_tokens=4))  # warm-up
-            generators[f"hf {decoding} {dtype}"] = generator
+    generators = {f"hf {decoding} {dtype}": HFGenerator(batch_size=1, dtype=dtype, decoding=decoding)
+                  for dtype in ("float32", "bfloat16") for decoding in ("generate", "loop")}
     try:
-        version = importlib.metadata.version("ctranslate2")
-    except importlib.metadata.PackageNotFoundError:
+        from unlearnbench.generation.ct2 import COMPUTE_TYPES, CTranslate2Generator, import_ctranslate2
+
+        version = import_ctranslate2().__version__
+        generators.update({f"ctranslate2 {version} {compute_type}": CTranslate2Generator(compute_type=compute_type)
+                           for compute_type in COMPUTE_TYPES})
+    except BenchError:
         version = None
+    for generator in generators.values():
+        generator.load_weights(loaded.model, loaded.tokenizer)
+        generator.batch_size = 1
+        generator.generate([template.prompt(questions[0])], GenerationConfig(max_new_tokens=4))  # warm-up
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        engines = ctranslate2_engines(loaded, Path(folder)) if version else {}
-        for batch in batches:
-            prompts = [template.prompt(q) for q in questions[:batch]]
-            measured = {}
-            for name, generator in generators.items():
-                generator.batch_size = batch
-                measured[name] = timed(generator, prompts, config)
-            for compute_type, engine in engines.items():
-                measured[f"ctranslate2 {version} {compute_type}"] = ctranslate2_timed(engine, loaded.tokenizer, prompts,
-                                                                                     new_tokens)
-            rate = {name: tokens / seconds for name, (_, seconds, tokens) in measured.items()}
-            reference = measured["hf generate float32"][0]
-            for name, (outputs, _, tokens) in measured.items():
-                same = sum(a == b for a, b in zip(reference, outputs))
-                rows.append([name, batch, tokens, f"{rate[name]:.1f}", f"{rate[name] / rate['hf generate bfloat16']:.2f}x",
-                             f"{rate[name] / rate[own]:.2f}x", f"{same}/{batch}"])
+    for batch in batches:
+        measured = timed_each(generators, [template.prompt(q) for q in questions[:batch]], config)
+        rate = {name: tokens / seconds for name, (_, seconds, tokens) in measured.items()}
+        reference = measured["hf generate float32"][0]
+        for name, (outputs, _, tokens) in measured.items():
+            same = sum(a == b for a, b in zip(reference, outputs))
+            rows.append([name, batch, tokens, f"{rate[name]:.1f}", f"{rate[name] / rate['hf generate bfloat16']:.2f}x",
+                         f"{rate[name] / rate[own]:.2f}x", f"{same}/{batch}"])
     if not version:
         rows.append(["ctranslate2 (not installed)", "", "", "", "", "", ""])
     return rows, own

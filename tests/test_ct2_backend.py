@@ -38,6 +38,7 @@ def test_float32_outputs_are_hf_float32_greedy_outputs_and_the_folder_is_gone(ti
     assert list(tmp_path.iterdir()) == []  # converted, loaded into memory, deleted
     expected = hf.generate(prompts, config)
     assert engine.generate(prompts, config) == expected
+    assert engine.last_counts["shared_prefix_tokens"] > 0  # the chat template's system turn went in once
     assert len(set(expected)) > 1  # the prompts are told apart, so the order is tested
     assert engine.last_counts["generated_tokens"] == hf.last_counts["generated_tokens"] > 0
     described = engine.describe()
