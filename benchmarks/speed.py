@@ -4,7 +4,8 @@
                                [--skip-generation] [--skip-training] [--methods unlearn,ga,...]
                                [--precisions fp32,auto] [--profile METHOD]
 
-Prints two tables (one more each for --engines, --static-cache and each --profile precision). Figures, not assertions: speed goals live here, not
+Prints two tables; --engines replaces the first with CPU engines beside every HF path, and
+--static-cache and each --profile precision add one. Figures, not assertions: speed goals live here, not
 in timed tests.
 """
 
@@ -124,7 +125,7 @@ def engine_rows(loaded, template, questions, batches, new_tokens):
     for generator in generators.values():
         generator.load_weights(loaded.model, loaded.tokenizer)
         generator.batch_size = 1
-        generator.generate([template.prompt(questions[0])], GenerationConfig(max_new_tokens=4))  # warm-up
+        generator.generate([template.prompt(q) for q in questions[:2]], GenerationConfig(max_new_tokens=4))  # warm-up
     rows = []
     for batch in batches:
         measured = timed_each(generators, [template.prompt(q) for q in questions[:batch]], config)

@@ -147,3 +147,18 @@ def test_a_model_the_converter_cannot_read_is_one_line(monkeypatch, tiny_model, 
     with pytest.raises(BenchError, match=r"CTranslate2 cannot convert this model \(NotImplementedError: No conversion "
                                          r"is registered for the model configuration Frobnicator\); use --backend hf"):
         CTranslate2Generator().load_weights(tiny_model, tokenizer)
+
+
+@needs_ctranslate2
+def test_plain_prompts_one_a_prefix_of_another_get_only_new_tokens(tiny_model, tokenizer):
+    # Without a chat template, the shared prefix can reach into the shortest prompt: each row must
+    # keep tokens of its own, or CTranslate2 hands back the longer prompts' own tokens as output.
+    base = "The old man walked slowly along the quiet road"
+    prompts = [base, base + " to the village by the river", base + " and then"]
+    config = GenerationConfig(max_new_tokens=6)
+    hf = HFGenerator(batch_size=4, dtype="float32", decoding="generate")
+    hf.load_weights(tiny_model, tokenizer)
+    engine = CTranslate2Generator(compute_type="float32")
+    engine.load_weights(tiny_model, tokenizer)
+    assert engine.generate(prompts, config) == hf.generate(prompts, config)
+    assert engine.last_counts["shared_prefix_tokens"] >= 4

@@ -1,9 +1,9 @@
 """CTranslate2 backend: the model converted to CTranslate2's format, decoded by its CPU kernels.
 
 Measured against the HF backend in one process (docs/benchmarks-cpu.md#cpu-inference-engines,
-batch 64) on a CPU without fast bf16 (AVX2 only), where the HF backend decodes in fp32: in float32
-it generated 1.1-1.4x the tokens/s of the HF greedy loop with every greedy output identical to HF
-fp32's; in int8, 1.3-1.9x with most outputs different. On the Intel Xeon with AMX, HF decoding
+batch 64) on a CPU without fast bf16 (AVX2 only), where the HF backend decodes in fp32: in float32,
+with the shared prompt prefix given once (below), it generated 1.30x the tokens/s of the HF greedy
+loop with every greedy output identical to HF fp32's; in int8, 1.64x with most outputs different. On the Intel Xeon with AMX, HF decoding
 in bf16 was faster than either. Its conversion costs about 10 s per evaluation, which on this
 suite's evaluation sets takes back what it saves, so it is chosen by name only, never by `auto`.
 float32 is its default; UNLEARNBENCH_CT2_COMPUTE_TYPE=int8 asks for int8.
@@ -115,9 +115,12 @@ class CTranslate2Generator(Generator):
         else:
             options.update(sampling_topk=1)
         # The prefix every prompt shares (the chat template's system turn) goes in once, as
-        # CTranslate2's static prompt, whose state it keeps: 1.1-1.4x at batch 64 on the embedded
-        # model, with the same outputs (docs/benchmarks-cpu.md).
-        shared = greedy.shared_prefix_length(encoded)
+        # CTranslate2's static prompt, whose state it keeps: 1.1-1.4x over CTranslate2 without it at
+        # batch 64 on the embedded model, with the same outputs (docs/benchmarks-cpu.md). Each row
+        # keeps at least two tokens of its own: CTranslate2 feeds a batch's shortest prompt minus one
+        # token at once, and with nothing to feed it would return the longer rows' prompt tokens.
+        shared = min(greedy.shared_prefix_length(encoded), min(map(len, encoded), default=0) - 2)
+        shared = shared if shared >= greedy.MIN_SHARED_PREFIX else 0
         if shared:
             options.update(static_prompt=tokenizer.convert_ids_to_tokens(encoded[0][:shared]))
         self.last_counts = {"prompt_tokens": sum(map(len, encoded)), "generated_tokens": 0, "shared_prefix_tokens": shared}
