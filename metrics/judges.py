@@ -133,20 +133,28 @@ class LanguageModelJudge:
     @torch.no_grad()
     def answer_nll(self, questions: list[str], answers: list[str]) -> list[float]:
         from unlearnbench.batching import IGNORE, collate, encode
+        from unlearnbench.logits import forward_at
 
         device = next(self.model.parameters()).device
-        values: list[float] = []
         pad = self.template.tokenizer.pad_token_id
-        for i in range(0, len(questions), self.batch_size):
-            encoded = [encode(self.template, q, a, max_length=512, add_eos=False)
-                       for q, a in zip(questions[i : i + self.batch_size], answers[i : i + self.batch_size])]
-            batch = collate(encoded, pad).to(device)
-            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+        encoded = [encode(self.template, q, a, max_length=512, add_eos=False) for q, a in zip(questions, answers)]
+        # Longest first, so that a batch holds similar lengths and pads little; and logits at the
+        # answer positions only: projecting the prompts onto the vocabulary too cost more than
+        # the rest of this pass on the embedded model (docs/benchmarks-cpu.md).
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        values = [float("nan")] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = collate([encoded[i] for i in rows], pad).to(device)
             labels = batch.labels[:, 1:]
-            token_nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-            counts = (labels != IGNORE).sum(1)
-            for total, count in zip(token_nll.sum(1).tolist(), counts.tolist()):
-                values.append(total / count if count else float("nan"))
+            positions = labels != IGNORE
+            if not positions.any():
+                continue  # only empty answers: nan, as below
+            logits = forward_at(self.model, batch.input_ids, batch.attention_mask, positions).float()
+            token_nll = F.cross_entropy(logits, labels[positions], reduction="none")
+            totals = torch.zeros(len(rows), device=device).index_add(0, positions.nonzero()[:, 0], token_nll)
+            for row, total, count in zip(rows, totals.tolist(), positions.sum(1).tolist()):
+                values[row] = total / count if count else float("nan")
         return values
 
 

@@ -52,3 +52,30 @@ def test_unknown_utility_judge_is_a_clear_error():
 def test_missing_reward_model_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match="could not load reward model"):
         RewardModelJudge(str(tmp_path / "absent" / "model"))
+
+
+def test_answer_nll_is_each_answers_mean_token_nll_computed_alone(tiny_model, tokenizer):
+    """The batched, length-sorted, answer-positions-only pass against one item at a time with full
+    logits, in fp64: same values, in the callers' order, nan for an empty answer."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from unlearnbench.batching import Template, encode
+    from unlearnbench.metrics.judges import LanguageModelJudge
+
+    template = Template(tokenizer, "chat")
+    questions = ["What is 2 + 2?", "Name a colour.", "Who wrote Hamlet, and when?", "Say nothing.", "Why?"]
+    answers = ["Four.", "Blue, or perhaps a deep green like the sea in winter.", "Shakespeare", "", "Because it is."]
+    judged = LanguageModelJudge(tiny_model, template, "nll", batch_size=2).answer_nll(questions, answers)
+    model = tiny_model.double()
+    for question, answer, value in zip(questions, answers, judged):
+        ids, start = encode(template, question, answer, max_length=512, add_eos=False)
+        if start >= len(ids):
+            assert math.isnan(value)
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+        expected = F.cross_entropy(logits[start - 1 : len(ids) - 1], torch.tensor(ids[start:]), reduction="mean")
+        assert value == pytest.approx(float(expected), abs=1e-4 * max(1.0, abs(float(expected))))
