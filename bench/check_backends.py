@@ -4,10 +4,10 @@
     --backend vllm          HF batched vs vLLM
     --backend ctranslate2   HF batched vs CTranslate2 (the share of its greedy outputs identical to HF fp32's)
 
-Both paths decode greedily, in the same dtype (CTranslate2 in its own compute type), the first --limit prompts of the task's `unlearned`
-evaluation set, built with the task's template exactly as the runner builds them. Each path's
-outputs are scored with the task's metrics and judges through evaluation.Evaluator, as a run scores
-them. Reported: the fraction of prompts with identical outputs, the mean token agreement (see
+Both paths decode greedily, in the same dtype (CTranslate2 in its own compute type), the first
+--limit prompts of the task's `unlearned` evaluation set, built with the task's template exactly
+as the runner builds them. Each path's outputs are scored with the task's metrics and judges
+through evaluation.Evaluator, as a run scores them. Reported: the fraction of prompts with identical outputs, the mean token agreement (see
 `token_agreement`), and each metric per path.
 
 Low precision: batched greedy decoding in bf16/fp16 is not bit-reproducible across batch shapes
@@ -86,19 +86,12 @@ def _paths(options: CheckOptions, device: str | None):
     return [batched, ("vllm", VLLMGenerator(dtype=options.dtype, trust_remote_code=options.trust_remote_code))]
 
 
-def default_backend() -> str:
-    """vllm where it can run (installed, a CUDA device visible), else hf."""
-    import torch
-
-    from unlearnbench.generation import vllm_installed
-
-    return "vllm" if vllm_installed() and torch.cuda.is_available() else "hf"
-
-
 def check(options: CheckOptions) -> dict:
     """Generate with both paths and compare; returns the report (see module docstring)."""
+    from unlearnbench.generation import choose_backend
+
     if options.backend is None:
-        options.backend = default_backend()
+        options.backend = choose_backend("auto")
     if options.backend not in ("hf", "vllm", "ctranslate2"):
         raise BenchError(f"--backend must be hf, vllm or ctranslate2, got {options.backend!r}")
     if options.limit < 1:

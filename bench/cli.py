@@ -566,9 +566,9 @@ def check_backends(model, task, limit, backend, max_new_tokens, batch_size, dtyp
 
     _quiet_libraries()
     if dtype is None:
-        from unlearnbench.check_backends import default_backend
+        from unlearnbench.generation import choose_backend
 
-        dtype = "auto" if (backend or default_backend()) == "vllm" else "float32"
+        dtype = "auto" if (backend or choose_backend("auto")) == "vllm" else "float32"
     options = CheckOptions(model=model, task=task, limit=limit, backend=backend, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, dtype=dtype, min_identical=min_identical, data=data, seed=seed,
                            trust_remote_code=trust_remote_code)
