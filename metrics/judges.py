@@ -132,28 +132,26 @@ class LanguageModelJudge:
 
     @torch.no_grad()
     def answer_nll(self, questions: list[str], answers: list[str]) -> list[float]:
-        from unlearnbench.batching import IGNORE, collate, encode
-        from unlearnbench.logits import forward_at
+        from unlearnbench.batching import collate, encode
+        from unlearnbench.methods.terms import answer_log_likelihood, answer_positions
 
         device = next(self.model.parameters()).device
         pad = self.template.tokenizer.pad_token_id
         encoded = [encode(self.template, q, a, max_length=512, add_eos=False) for q, a in zip(questions, answers)]
         # Longest first, so that a batch holds similar lengths and pads little; and logits at the
-        # answer positions only: projecting the prompts onto the vocabulary too cost more than
-        # the rest of this pass on the embedded model (docs/benchmarks-cpu.md).
+        # answer positions only: projecting the prompts onto the vocabulary too made this pass
+        # 1.55x slower on the embedded model (docs/benchmarks-cpu.md).
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
         values = [float("nan")] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             batch = collate([encoded[i] for i in rows], pad).to(device)
-            labels = batch.labels[:, 1:]
-            positions = labels != IGNORE
-            if not positions.any():
+            counts = answer_positions(batch).sum(1)
+            if not counts.any():
                 continue  # only empty answers: nan, as below
-            logits = forward_at(self.model, batch.input_ids, batch.attention_mask, positions).float()
-            token_nll = F.cross_entropy(logits, labels[positions], reduction="none")
-            totals = torch.zeros(len(rows), device=device).index_add(0, positions.nonzero()[:, 0], token_nll)
-            for row, total, count in zip(rows, totals.tolist(), positions.sum(1).tolist()):
+            # The same answer-positions-only likelihood the training losses use (methods/terms.py).
+            totals = -answer_log_likelihood(self.model, batch)
+            for row, total, count in zip(rows, totals.tolist(), counts.tolist()):
                 values[row] = total / count if count else float("nan")
         return values
 

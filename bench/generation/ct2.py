@@ -3,8 +3,8 @@
 Measured against the HF backend in one process (docs/benchmarks-cpu.md#cpu-inference-engines,
 batch 64) on a CPU without fast bf16 (AVX2 only), where the HF backend decodes in fp32: in float32,
 with the shared prompt prefix given once (below), it generated 1.30x the tokens/s of the HF greedy
-loop with every greedy output identical to HF fp32's; in int8, 1.64x with most outputs different. On the Intel Xeon with AMX, HF decoding
-in bf16 was faster than either. Its conversion costs about 10 s per evaluation, which on this
+loop with every greedy output identical to HF fp32's; in int8, 1.64x with most outputs different.
+On the Intel Xeon with AMX, HF decoding in bf16 was faster than either. Its conversion costs about 10 s per evaluation, which on this
 suite's evaluation sets takes back what it saves, so it is chosen by name only, never by `auto`.
 float32 is its default; UNLEARNBENCH_CT2_COMPUTE_TYPE=int8 asks for int8.
 
