@@ -1,5 +1,5 @@
 """The CTranslate2 backend, run for real on the tiny Llama: its fp32 outputs against HF's, its
-int8 record, the folder it converts in, and how `auto` chooses it."""
+int8 record, the folder it converts in, and that `auto` never takes it."""
 
 import sys
 import tempfile
