@@ -29,24 +29,30 @@ def model_kind(model) -> tuple:
     return type(model).__name__, getattr(getattr(model, "config", None), "model_type", None)
 
 
-def forward_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """The (n, V) logits at the n True entries of `positions`, in row-major order."""
+def forward_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+               **forward_options) -> torch.Tensor:
+    """The (n, V) logits at the n True entries of `positions`, in row-major order. `forward_options`
+    go to the model's forward as they are (a prompt prefix's cache and positions, say)."""
     kind = model_kind(model)
     if kind not in _WITHOUT_MASK:
         try:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep_mask(positions)).logits
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep_mask(positions),
+                           **forward_options).logits
         except TypeError:  # a forward without a logits_to_keep argument
             logits = None
         if logits is not None and logits.dim() == 2 and logits.shape[0] == int(positions.sum()):
             return logits
         _WITHOUT_MASK.add(kind)
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][positions]
+    return model(input_ids=input_ids, attention_mask=attention_mask, **forward_options).logits[:, :-1][positions]
 
 
-def logits_at(model, batch, positions: torch.Tensor) -> torch.Tensor:
+def logits_at(model, batch, positions: torch.Tensor, **forward_options) -> torch.Tensor:
     """The logits of `batch` at `positions`. The step's packed model and the frozen reference
-    serve them from their own passes (`logits_at` methods); any other model runs its forward."""
+    serve them from their own passes (`logits_at` methods); any other model runs its forward,
+    with `forward_options`."""
     served = getattr(model, "logits_at", None)
     if served is not None:
+        if forward_options:
+            raise TypeError(f"{type(model).__name__} serves its own logits and takes no forward options")
         return served(batch, positions)
-    return forward_at(model, batch.input_ids, batch.attention_mask, positions)
+    return forward_at(model, batch.input_ids, batch.attention_mask, positions, **forward_options)

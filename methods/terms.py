@@ -117,14 +117,16 @@ def add_normal_term(total: torch.Tensor, terms: dict, weight: float, model, refe
     return total + weight * value
 
 
-def answer_log_likelihood(model, batch: Batch) -> torch.Tensor:
+def answer_log_likelihood(model, batch: Batch, **forward_options) -> torch.Tensor:
     """log p(y | x) per sequence: Σ_{answer tokens i} log p(y_i | x, y_<i), one value per row,
-    under `model` (the model being trained, or the frozen reference).
+    under `model` (the model being trained, or the frozen reference). `forward_options` go to a
+    plain model's forward (bench/logits.py).
 
     Sequence-level, unlike answer_cross_entropy's token mean: preference-style losses (NPO, DPO)
     compare whole-answer likelihood ratios."""
     answer = answer_positions(batch)
     labels = batch.labels[:, 1:]
-    token_log_probs = -F.cross_entropy(logits_at(model, batch, answer).float(), labels[answer], reduction="none")
+    token_log_probs = -F.cross_entropy(logits_at(model, batch, answer, **forward_options).float(), labels[answer],
+                                       reduction="none")
     rows = torch.nonzero(answer, as_tuple=True)[0]
     return torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, token_log_probs)

@@ -54,22 +54,32 @@ def test_missing_reward_model_is_a_clear_error(tmp_path):
         RewardModelJudge(str(tmp_path / "absent" / "model"))
 
 
-def test_answer_nll_is_each_answers_mean_token_nll_computed_alone(tiny_model, tokenizer):
-    """The batched, length-sorted, answer-positions-only pass against one item at a time with full
-    logits, in fp64: same values, in the callers' order, nan for an empty answer."""
+def test_answer_nll_is_each_answers_mean_token_nll_computed_alone(tokenizer):
+    """The batched, length-sorted, answer-positions-only pass with the shared prompt prefix run once,
+    against one item at a time with full logits, in fp64: same values, in the callers' order, nan
+    for an empty answer. The tiny Llama gets 10x the usual initial weights: at the usual scale its
+    attention is so flat that scoring with wrong positions moved the values by only 2e-4."""
+    import copy
     import math
 
     import torch
     import torch.nn.functional as F
+    from transformers import LlamaForCausalLM
 
     from unlearnbench.batching import Template, encode
     from unlearnbench.metrics.judges import LanguageModelJudge
 
+    torch.manual_seed(0)
+    tiny_model = LlamaForCausalLM(tiny_llama_config(tokenizer, initializer_range=0.2)).eval()
     template = Template(tokenizer, "chat")
     questions = ["What is 2 + 2?", "Name a colour.", "Who wrote Hamlet, and when?", "Say nothing.", "Why?"]
     answers = ["Four.", "Blue, or perhaps a deep green like the sea in winter.", "Shakespeare", "", "Because it is."]
-    judged = LanguageModelJudge(tiny_model, template, "nll", batch_size=2).answer_nll(questions, answers)
-    model = tiny_model.double()
+    judge = LanguageModelJudge(tiny_model, template, "nll", batch_size=2)
+    shared = [bool(judge._batch([encode(template, q, a, 512, add_eos=False) for q, a in pair], 0)[1])
+              for pair in (zip(questions[:2], answers[:2]), zip(questions[2:4], answers[2:4]))]
+    assert shared == [True, True]  # the chat template's system turn runs once per batch
+    judged = judge.answer_nll(questions, answers)
+    model = copy.deepcopy(tiny_model).double()
     for question, answer, value in zip(questions, answers, judged):
         ids, start = encode(template, question, answer, max_length=512, add_eos=False)
         if start >= len(ids):

@@ -44,12 +44,18 @@ def supports(model) -> bool:
     """Whether this loop reproduces `model.generate` greedily: a decoder-only model with a KV cache
     and `logits_to_keep`, whose generation_config leaves the logits alone."""
     config = getattr(model, "generation_config", None)
-    if getattr(model.config, "is_encoder_decoder", False) or config is None:
-        return False
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:  # older remote-code models
+    if config is None or not takes_prefix_cache(model):
         return False
     values = {name: getattr(config, name, default) for name, default in _LOGIT_CHANGING.items()}
     return all(value is None or value == [] or value == _LOGIT_CHANGING[name] for name, value in values.items())
+
+
+def takes_prefix_cache(model) -> bool:
+    """A decoder-only model whose forward takes a key/value cache and `logits_to_keep` (older
+    remote-code models take neither)."""
+    parameters = inspect.signature(model.forward).parameters
+    return (not getattr(model.config, "is_encoder_decoder", False) and "logits_to_keep" in parameters
+            and ("cache" in parameters or "past_key_values" in parameters))
 
 
 def _cache_keyword(model) -> str:
@@ -67,6 +73,26 @@ def shared_prefix_length(rows: list[list[int]]) -> int:
     return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
+def prefix_cache(model, prefix: list[int], batch: int):
+    """The key/value cache of `prefix`, run once and repeated for `batch` rows that all start with it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    device = next(model.parameters()).device
+    model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1,
+          **{_cache_keyword(model): cache})
+    cache.batch_repeat_interleave(batch)
+    return cache
+
+
+def prefix_forward_options(model, prefix: list[int], batch: int, width: int) -> dict:
+    """What a forward over [prefix][rest] rows needs besides the rest's ids: the prefix's cache and
+    the rest's positions, which count from the end of the prefix."""
+    device = next(model.parameters()).device
+    positions = torch.arange(len(prefix), len(prefix) + width, device=device).expand(batch, width)
+    return {_cache_keyword(model): prefix_cache(model, prefix, batch), "position_ids": positions, "use_cache": True}
+
+
 @torch.no_grad()
 def greedy_generate(model, rows: list[list[int]], max_new_tokens: int, eos_token_id: int | list[int] | None,
                     pad_token_id: int, share_prefix: bool | None = None) -> list[list[int]]:
@@ -79,15 +105,11 @@ def greedy_generate(model, rows: list[list[int]], max_new_tokens: int, eos_token
         share_prefix = next(model.parameters()).dtype == torch.float32
     eos = torch.tensor(sorted({eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or [])),
                        device=device, dtype=torch.long)
-    cache = DynamicCache()
     cache_kw = _cache_keyword(model)
     batch = len(rows)
 
     prefix = shared_prefix_length(rows) if share_prefix else 0
-    if prefix:
-        model(input_ids=torch.tensor([rows[0][:prefix]], device=device), use_cache=True, logits_to_keep=1,
-              **{cache_kw: cache})
-        cache.batch_repeat_interleave(batch)
+    cache = prefix_cache(model, rows[0][:prefix], batch) if prefix else DynamicCache()
     rests = [row[prefix:] for row in rows]
     width = max(map(len, rests))
     input_ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rests], device=device)
