@@ -162,3 +162,17 @@ def test_plain_prompts_one_a_prefix_of_another_get_only_new_tokens(tiny_model, t
     engine.load_weights(tiny_model, tokenizer)
     assert engine.generate(prompts, config) == hf.generate(prompts, config)
     assert engine.last_counts["shared_prefix_tokens"] >= 4
+
+
+@needs_ctranslate2
+def test_a_one_token_prompt_beside_longer_ones_gets_its_own_continuation(tiny_model, tokenizer):
+    # CTranslate2 feeds a batch's shortest prompt minus one token at once; a row with one token
+    # has nothing to feed, and in a batch with longer rows it got their prompt tokens as output.
+    prompts = ["Hi", "The old man walked slowly along the quiet road", "Name a primary colour."]
+    assert len(tokenizer(prompts[0])["input_ids"]) == 1
+    config = GenerationConfig(max_new_tokens=6)
+    hf = HFGenerator(batch_size=4, dtype="float32", decoding="generate")
+    hf.load_weights(tiny_model, tokenizer)
+    engine = CTranslate2Generator(compute_type="float32")
+    engine.load_weights(tiny_model, tokenizer)
+    assert engine.generate(prompts, config) == hf.generate(prompts, config)

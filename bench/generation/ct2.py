@@ -127,12 +127,18 @@ class CTranslate2Generator(Generator):
         outputs: list[str] = [""] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in bar(batches, desc=desc, unit="batch"):
-            starts = [tokenizer.convert_ids_to_tokens(encoded[i][shared:]) for i in batch]
-            results = self.engine.generate_batch(starts, max_batch_size=self.batch_size, **options)
-            for index, result in zip(batch, results):
-                tokens = result.sequences_ids[0]
-                self.last_counts["generated_tokens"] += len(tokens)
-                outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            # For the same reason, a prompt of one token (possible without a template, where
+            # nothing is shared) is generated on its own rather than beside longer ones.
+            lone = [i for i in batch if len(encoded[i]) - shared < 2] if len(batch) > 1 else []
+            for rows in [[i for i in batch if i not in lone]] + [[i] for i in lone]:
+                if not rows:
+                    continue
+                starts = [tokenizer.convert_ids_to_tokens(encoded[i][shared:]) for i in rows]
+                results = self.engine.generate_batch(starts, max_batch_size=self.batch_size, **options)
+                for index, result in zip(rows, results):
+                    tokens = result.sequences_ids[0]
+                    self.last_counts["generated_tokens"] += len(tokens)
+                    outputs[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return outputs
 
     def release(self) -> None:
