@@ -14,9 +14,12 @@ stands for the logits at position i of row b, which predict token i+1.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 _WITHOUT_MASK: set = set()  # model kinds found to ignore or refuse a logits_to_keep mask
+_WITH_MASK: set = set()  # model kinds found to honour it
 
 
 def keep_mask(positions: torch.Tensor) -> torch.Tensor:
@@ -35,12 +38,15 @@ def forward_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pos
     go to the model's forward as they are (a prompt prefix's cache and positions, say)."""
     kind = model_kind(model)
     if kind not in _WITHOUT_MASK:
+        # A forward fills the cache it is given; a first try that fails must leave the retry an unused one.
+        trial = forward_options if kind in _WITH_MASK else copy.deepcopy(forward_options)
         try:
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep_mask(positions),
-                           **forward_options).logits
+                           **trial).logits
         except TypeError:  # a forward without a logits_to_keep argument
             logits = None
         if logits is not None and logits.dim() == 2 and logits.shape[0] == int(positions.sum()):
+            _WITH_MASK.add(kind)
             return logits
         _WITHOUT_MASK.add(kind)
     return model(input_ids=input_ids, attention_mask=attention_mask, **forward_options).logits[:, :-1][positions]

@@ -155,17 +155,19 @@ class LanguageModelJudge:
         return values
 
     def _batch(self, encoded: list[tuple[list[int], int]], pad: int):
-        """The batch to score, and the forward options it needs. The prompt prefix that every row
-        shares (the chat template's system turn, about half of an embedded item's tokens) runs
-        once, as in the greedy loop (bench/generation/greedy.py): 1.39x faster in fp32, with the
-        same values (docs/benchmarks-cpu.md). Each row keeps the token before its answer, whose
-        logits predict the answer's first token."""
+        """The batch to score, and the forward options it needs. With fp32 weights, the prompt
+        prefix that every row shares (the chat template's system turn, about half of an embedded
+        item's tokens) runs once, as in the greedy loop (bench/generation/greedy.py): 1.39x faster,
+        with the same values (docs/benchmarks-cpu.md). In bf16 a prefix run alone rounds otherwise
+        than inside the batch, so lower precisions score whole rows. Each row keeps the token
+        before its answer, whose logits predict the answer's first token."""
         from unlearnbench.batching import collate
         from unlearnbench.generation import greedy
 
         device = next(self.model.parameters()).device
         shared = min(greedy.shared_prefix_length([ids for ids, _ in encoded]), *(start - 1 for _, start in encoded))
-        if shared < greedy.MIN_SHARED_PREFIX or not greedy.takes_prefix_cache(self.model):
+        fp32 = next(self.model.parameters()).dtype == torch.float32
+        if shared < greedy.MIN_SHARED_PREFIX or not fp32 or not greedy.takes_prefix_cache(self.model):
             return collate(encoded, pad).to(device), {}
         batch = collate([(ids[shared:], start - shared) for ids, start in encoded], pad).to(device)
         batch.attention_mask = torch.cat([batch.attention_mask.new_ones(len(encoded), shared), batch.attention_mask], 1)

@@ -51,11 +51,23 @@ def supports(model) -> bool:
 
 
 def takes_prefix_cache(model) -> bool:
-    """A decoder-only model whose forward takes a key/value cache and `logits_to_keep` (older
-    remote-code models take neither)."""
+    """A decoder-only model whose forward takes a key/value cache, positions and `logits_to_keep`
+    (older remote-code models take none of them), and whose layers all keep keys and values: the
+    recurrent state of a hybrid model's linear-attention or Mamba layers is not a prefix cache."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
     parameters = inspect.signature(model.forward).parameters
-    return (not getattr(model.config, "is_encoder_decoder", False) and "logits_to_keep" in parameters
-            and ("cache" in parameters or "past_key_values" in parameters))
+    if not {"logits_to_keep", "position_ids"} <= set(parameters) or _cache_keyword(model) not in parameters:
+        return False
+    return not any(getattr(new_cache(model), "is_linear", ()))
+
+
+def new_cache(model):
+    """An empty cache laid out for `model`'s layers (a bare DynamicCache() knows only attention layers)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
 
 
 def _cache_keyword(model) -> str:
@@ -75,9 +87,7 @@ def shared_prefix_length(rows: list[list[int]]) -> int:
 
 def prefix_cache(model, prefix: list[int], batch: int):
     """The key/value cache of `prefix`, run once and repeated for `batch` rows that all start with it."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
+    cache = new_cache(model)
     device = next(model.parameters()).device
     model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1,
           **{_cache_keyword(model): cache})
@@ -98,8 +108,6 @@ def greedy_generate(model, rows: list[list[int]], max_new_tokens: int, eos_token
                     pad_token_id: int, share_prefix: bool | None = None) -> list[list[int]]:
     """The greedy continuation of each token row (EOS included when emitted), as `generate` gives it.
     `share_prefix=None`: share the common prompt prefix only when the weights are fp32 (see above)."""
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
     if share_prefix is None:
         share_prefix = next(model.parameters()).dtype == torch.float32
@@ -109,7 +117,7 @@ def greedy_generate(model, rows: list[list[int]], max_new_tokens: int, eos_token
     batch = len(rows)
 
     prefix = shared_prefix_length(rows) if share_prefix else 0
-    cache = prefix_cache(model, rows[0][:prefix], batch) if prefix else DynamicCache()
+    cache = prefix_cache(model, rows[0][:prefix], batch) if prefix else new_cache(model)
     rests = [row[prefix:] for row in rows]
     width = max(map(len, rests))
     input_ids = torch.tensor([[pad_token_id] * (width - len(r)) + r for r in rests], device=device)
