@@ -105,8 +105,8 @@ def test_answer_nll_is_each_answers_mean_token_nll_computed_alone(sharp_tiny_mod
     # One question twice, answers with the same first word: the shared ids run into the answers,
     # and the first answer token must still be scored.
     questions, answers = ["Name a colour."] * 2, ["Blue like the sky.", "Blue like the sea, deep and cold."]
-    assert_nll_computed_alone_in_fp64(sharp_tiny_model, template, questions, answers,
-                                      LanguageModelJudge(sharp_tiny_model, template, "nll").answer_nll(questions, answers))
+    judged = LanguageModelJudge(sharp_tiny_model, template, "nll").answer_nll(questions, answers)
+    assert_nll_computed_alone_in_fp64(sharp_tiny_model, template, questions, answers, judged)
 
 
 def test_answer_nll_of_a_model_that_ignores_logits_to_keep(sharp_tiny_model, tokenizer):
