@@ -28,3 +28,16 @@ def test_default_boards_plans_three_seeds_per_method_in_staging_then_the_swap(tm
 def test_default_boards_without_methods_says_how_to_call_it():
     result = plan("default_boards.sh", "hallucination")
     assert result.returncode == 2 and result.stderr.startswith("usage:")
+
+
+def test_transfer_runs_plans_both_written_sets_in_staging_then_the_swap(tmp_path):
+    completed = tmp_path / "hallucination-unlearn-data80-s0"
+    completed.mkdir()
+    (completed / "metrics.json").write_text('{"status": "completed"}')
+    result = plan("transfer_runs.sh", STAGING=str(tmp_path), UNLEARNBENCH="unlearnbench")
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if " run --method " in line]
+    assert runs == [f"+ unlearnbench run --method unlearn --task hallucination --seed 0 "
+                    f"--data benchmarks/data/hallucination_qa_400.jsonl --output-dir {tmp_path} "
+                    f"--run-name hallucination-unlearn-data400-s0 --checkpoint-every 0"]  # the finished one is skipped
+    assert "benchmarks/runs/transfer/ replaced" in result.stdout.splitlines()[-1]
