@@ -6,18 +6,20 @@
 #   DRY_RUN=1 benchmarks/default_boards.sh hallucination unlearn ga npo   # only print what is missing
 #
 # For when a task's data or split changes and its committed rows no longer describe today's code.
-# New runs are made in runs/boards/TASK/ first: a run folder inside leaderboards/ must be published,
-# and the board keeps its old rows until every new run exists. It is meant to be run again in each
-# session (a seed is 10-15 minutes on 2 cores): a finished seed is skipped, a killed one started
-# again. Once all are there, each METHOD's old folders are replaced by the new ones and the page,
-# its records and plots are rebuilt from every run folder of the task (tuned rows included).
+# New runs are made in benchmarks/runs/boards/TASK/ first: a run folder inside leaderboards/ must be
+# published, and the board keeps its old rows until every new run exists. It is meant to be run
+# again in each session (a seed is 10-20 minutes on 2 cores; the first method of a seed also
+# prepares that seed's original): a finished seed is skipped, a killed one started again. Commit
+# each finished seed's folder, so that a later session on a fresh machine skips it too. Once all
+# are there, each METHOD's old folders are replaced by the new ones and the page, its records and
+# plots are rebuilt from every run folder of the task (tuned rows included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
 [ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
 task=$1; shift
-staging=${STAGING:-runs/boards}/$task
+staging=${STAGING:-benchmarks/runs/boards}/$task
 
 . benchmarks/common.sh
 
