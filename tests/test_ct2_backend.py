@@ -154,13 +154,8 @@ def test_plain_prompts_one_a_prefix_of_another_get_only_new_tokens(tiny_model, t
     # Without a chat template, the shared prefix can reach into the shortest prompt: each row must
     # keep tokens of its own, or CTranslate2 hands back the longer prompts' own tokens as output.
     base = "The old man walked slowly along the quiet road"
-    prompts = [base, base + " to the village by the river", base + " and then"]
-    config = GenerationConfig(max_new_tokens=6)
-    hf = HFGenerator(batch_size=4, dtype="float32", decoding="generate")
-    hf.load_weights(tiny_model, tokenizer)
-    engine = CTranslate2Generator(compute_type="float32")
-    engine.load_weights(tiny_model, tokenizer)
-    assert engine.generate(prompts, config) == hf.generate(prompts, config)
+    engine = assert_same_as_hf_generate([base, base + " to the village by the river", base + " and then"],
+                                        tiny_model, tokenizer)
     assert engine.last_counts["shared_prefix_tokens"] >= 4
 
 
@@ -170,9 +165,15 @@ def test_a_one_token_prompt_beside_longer_ones_gets_its_own_continuation(tiny_mo
     # has nothing to feed, and in a batch with longer rows it got their prompt tokens as output.
     prompts = ["Hi", "The old man walked slowly along the quiet road", "Name a primary colour."]
     assert len(tokenizer(prompts[0])["input_ids"]) == 1
+    assert_same_as_hf_generate(prompts, tiny_model, tokenizer)
+
+
+def assert_same_as_hf_generate(prompts, model, tokenizer) -> CTranslate2Generator:
+    """The fp32 engine's outputs for plain `prompts` against HF generate's; returns the engine."""
     config = GenerationConfig(max_new_tokens=6)
     hf = HFGenerator(batch_size=4, dtype="float32", decoding="generate")
-    hf.load_weights(tiny_model, tokenizer)
+    hf.load_weights(model, tokenizer)
     engine = CTranslate2Generator(compute_type="float32")
-    engine.load_weights(tiny_model, tokenizer)
+    engine.load_weights(model, tokenizer)
     assert engine.generate(prompts, config) == hf.generate(prompts, config)
+    return engine
