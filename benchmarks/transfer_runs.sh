@@ -6,14 +6,15 @@
 #   benchmarks/transfer_runs.sh
 #   DRY_RUN=1 benchmarks/transfer_runs.sh   # only print what is missing
 #
-# New runs are made in runs/transfer/ first, so that the committed records stay until both new
-# ones exist. Meant to be run again in each session (a run is 15-20 minutes on 2 cores): a finished
-# run is skipped, a killed one started again. Then the old folders are replaced by the new ones.
+# New runs are made in benchmarks/runs/transfer-pending/ first, so that the committed records stay
+# until both new ones exist. Meant to be run again in each session (a run is 15-20 minutes on 2
+# cores): a finished run is skipped, a killed one started again; commit each finished run's folder,
+# so that a later session on a fresh machine skips it too. Then the old folders are replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
-staging=${STAGING:-runs/transfer}
+staging=${STAGING:-benchmarks/runs/transfer-pending}
 SIZES=(80 400)
 
 . benchmarks/common.sh
