@@ -142,9 +142,10 @@ class LanguageModelJudge:
         # 1.55x slower on the embedded model (docs/benchmarks-cpu.md).
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
         values = [float("nan")] * len(encoded)
+        share_prefix = self._shares_prefix()
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            batch, options = self._batch([encoded[i] for i in rows], pad)
+            batch, options = self._batch([encoded[i] for i in rows], pad, share_prefix)
             counts = answer_positions(batch).sum(1)
             if not counts.any():
                 continue  # only empty answers: nan, as below
@@ -154,20 +155,25 @@ class LanguageModelJudge:
                 values[row] = total / count if count else float("nan")
         return values
 
-    def _batch(self, encoded: list[tuple[list[int], int]], pad: int):
-        """The batch to score, and the forward options it needs. With fp32 weights, the prompt
+    def _shares_prefix(self) -> bool:
+        """Whether batches run their shared prompt prefix once (see _batch): fp32 weights only, as in
+        the greedy loop, because in bf16 a prefix run alone rounds otherwise than inside the batch."""
+        from unlearnbench.generation import greedy
+
+        return next(self.model.parameters()).dtype == torch.float32 and greedy.takes_prefix_cache(self.model)
+
+    def _batch(self, encoded: list[tuple[list[int], int]], pad: int, share_prefix: bool = True):
+        """The batch to score, and the forward options it needs. With `share_prefix`, the prompt
         prefix that every row shares (the chat template's system turn, about half of an embedded
-        item's tokens) runs once, as in the greedy loop (bench/generation/greedy.py): 1.39x faster,
-        with the same values (docs/benchmarks-cpu.md). In bf16 a prefix run alone rounds otherwise
-        than inside the batch, so lower precisions score whole rows. Each row keeps the token
-        before its answer, whose logits predict the answer's first token."""
+        item's tokens) runs once, as in the greedy loop (bench/generation/greedy.py): 1.39x faster
+        in fp32, with the same values (docs/benchmarks-cpu.md). Each row keeps the token before
+        its answer, whose logits predict the answer's first token."""
         from unlearnbench.batching import collate
         from unlearnbench.generation import greedy
 
         device = next(self.model.parameters()).device
         shared = min(greedy.shared_prefix_length([ids for ids, _ in encoded]), *(start - 1 for _, start in encoded))
-        fp32 = next(self.model.parameters()).dtype == torch.float32
-        if shared < greedy.MIN_SHARED_PREFIX or not fp32 or not greedy.takes_prefix_cache(self.model):
+        if not share_prefix or shared < greedy.MIN_SHARED_PREFIX:
             return collate(encoded, pad).to(device), {}
         batch = collate([(ids[shared:], start - shared) for ids, start in encoded], pad).to(device)
         batch.attention_mask = torch.cat([batch.attention_mask.new_ones(len(encoded), shared), batch.attention_mask], 1)

@@ -99,7 +99,7 @@ def test_answer_nll_is_each_answers_mean_token_nll_computed_alone(sharp_tiny_mod
     judge = LanguageModelJudge(sharp_tiny_model, template, "nll", batch_size=2)
     shared = [bool(judge._batch([encode(template, q, a, 512, add_eos=False) for q, a in pair], 0)[1])
               for pair in (zip(questions[:2], answers[:2]), zip(questions[2:4], answers[2:4]))]
-    assert shared == [True, True]  # the chat template's system turn runs once per batch
+    assert judge._shares_prefix() and shared == [True, True]  # the chat template's system turn runs once per batch
     assert_nll_computed_alone_in_fp64(sharp_tiny_model, template, questions, answers,
                                       judge.answer_nll(questions, answers))
     # One question twice, answers with the same first word: the shared ids run into the answers,

@@ -4,8 +4,9 @@ Measured against the HF backend in one process (docs/benchmarks-cpu.md#cpu-infer
 batch 64) on a CPU without fast bf16 (AVX2 only), where the HF backend decodes in fp32: in float32,
 with the shared prompt prefix given once (below), it generated 1.30x the tokens/s of the HF greedy
 loop with every greedy output identical to HF fp32's; in int8, 1.64x with most outputs different.
-On the Intel Xeon with AMX, HF decoding in bf16 was faster than either. Its conversion costs about 10 s per evaluation, which on this
-suite's evaluation sets takes back what it saves, so it is chosen by name only, never by `auto`.
+On the Intel Xeon with AMX, HF decoding in bf16 was faster than either. Its conversion costs
+about 10 s per evaluation, which on this suite's evaluation sets takes back what it saves, so it
+is chosen by name only, never by `auto`.
 float32 is its default; UNLEARNBENCH_CT2_COMPUTE_TYPE=int8 asks for int8.
 
 Same inputs and decoding as hf.py: prompts tokenised by our tokenizer (`add_special_tokens` from
@@ -123,7 +124,8 @@ class CTranslate2Generator(Generator):
         shared = shared if shared >= greedy.MIN_SHARED_PREFIX else 0
         if shared:
             options.update(static_prompt=tokenizer.convert_ids_to_tokens(encoded[0][:shared]))
-        self.last_counts = {"prompt_tokens": sum(map(len, encoded)), "generated_tokens": 0, "shared_prefix_tokens": shared}
+        self.last_counts = {"prompt_tokens": sum(map(len, encoded)), "generated_tokens": 0,
+                            "shared_prefix_tokens": shared}
         outputs: list[str] = [""] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in bar(batches, desc=desc, unit="batch"):
