@@ -41,3 +41,27 @@ def test_transfer_runs_plans_both_written_sets_in_staging_then_the_swap(tmp_path
                     f"--data benchmarks/data/hallucination_qa_400.jsonl --output-dir {tmp_path} "
                     f"--run-name hallucination-unlearn-data400-s0 --checkpoint-every 0"]  # the finished one is skipped
     assert "benchmarks/runs/transfer/ replaced" in result.stdout.splitlines()[-1]
+
+
+def test_robustness_boards_skips_an_attacked_run_and_restarts_one_killed_during_its_attacks(tmp_path):
+    attacked = tmp_path / "hallucination" / "hallucination-unlearn-s0"
+    killed = tmp_path / "hallucination" / "hallucination-ga-s0"
+    for folder in (attacked, killed):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text('{"status": "completed", "attacks": {"summary": '
+                                             '{"worst_case_forget_rate": 0.3}}}')
+    (killed / "model").mkdir()  # the model stays until the attacks are done
+    result = plan("robustness_boards.sh", "hallucination", "unlearn", "ga", "npo", STAGING=str(tmp_path),
+                  UNLEARNBENCH="unlearnbench")
+    assert result.returncode == 0, result.stderr
+    runs = [line for line in result.stdout.splitlines() if " run --task " in line]
+    assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["hallucination-ga-s0", "hallucination-npo-s0"]
+    assert all(r.endswith("--checkpoint-every 0 --attacks relearn,rephrase,quantize,mia") for r in runs)
+    assert f"+ rm -rf {killed}" in result.stdout
+    assert "leaderboards/robustness/hallucination.md rebuilt" in result.stdout.splitlines()[-1]
+
+
+def test_robustness_boards_runs_the_seeds_it_is_given(tmp_path):
+    result = plan("robustness_boards.sh", "copyright", "unlearn", STAGING=str(tmp_path), SEEDS="1 2")
+    runs = [line for line in result.stdout.splitlines() if " run --task " in line]
+    assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["copyright-unlearn-s1", "copyright-unlearn-s2"]
