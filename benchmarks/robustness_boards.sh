@@ -3,14 +3,16 @@
 # rephrase, quantize, mia), then leaderboards/robustness/TASK.md rebuilt from its run folders.
 #
 #   benchmarks/robustness_boards.sh hallucination unlearn ga npo
-#   SEEDS="1 2" benchmarks/robustness_boards.sh copyright unlearn   # other seeds (default: 0)
+#   SEEDS=0 benchmarks/robustness_boards.sh copyright unlearn   # some seeds only (default: 0 1 2)
 #   DRY_RUN=1 benchmarks/robustness_boards.sh hallucination unlearn   # only print what is missing
 #
 # New runs are made in benchmarks/runs/robustness/TASK/ first: a run folder inside leaderboards/
 # must be published, and the board keeps its old rows until every new run exists. Meant to be run
 # again in each session (a run and its attacks are 20-30 minutes on 2 cores): a run whose attacks
-# finished is skipped; one killed before that is started again from scratch. Commit each finished
-# run's folder, so that a later session on a fresh machine skips it too.
+# finished is skipped; one killed before that is started again from scratch (its model, which
+# `unlearnbench attack` would need to continue, is not committed). Commit each finished run's
+# folder, so that a later session on a fresh machine skips it too. Seeds added to a board's
+# existing rows should come from the same kind of machine: a row shows one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -18,13 +20,22 @@ UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
 [ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
 task=$1; shift
 staging=${STAGING:-benchmarks/runs/robustness}/$task
-read -r -a seeds <<< "${SEEDS:-0}"
+read -r -a seeds <<< "${SEEDS:-0 1 2}"
+for seed in "${seeds[@]}"; do
+  [[ $seed =~ ^[0-9]+$ ]] || { echo "SEEDS takes seeds separated by spaces, like \"0 1 2\"; got '$SEEDS'" >&2; exit 2; }
+done
+[ ${#seeds[@]} -gt 0 ] || { echo "SEEDS names no seed" >&2; exit 2; }
 board=leaderboards/robustness
 
 . benchmarks/common.sh
 
 attacked() {  # whether the run folder $1 finished its run and its attacks (which then drop its model)
-  completed "$1" && [ ! -d "$1/model" ] && grep -q '"worst_case_forget_rate"' "$1/metrics.json"
+  completed "$1" && [ ! -d "$1/model" ] && python3 - "$1/metrics.json" <<'PY'
+import json, sys
+# The record is saved after every attack unit; mia runs last, so its last unit (or its skip) ends the attacks.
+mia = json.load(open(sys.argv[1])).get("attacks", {}).get("results", {}).get("mia", {})
+sys.exit(0 if "unlearned" in mia or "skipped" in mia else 1)
+PY
 }
 
 missing=0
@@ -43,6 +54,7 @@ if [ "$missing" = 1 ] && [ -n "${DRY_RUN:-}" ]; then
   echo "(then: the old folders replaced and $board/$task.md rebuilt)"
   exit 0
 fi
+step mkdir -p "$board/runs/$task"
 for method in "$@"; do
   for seed in "${seeds[@]}"; do
     step rm -rf "$board/runs/$task/$task-$method-s$seed"

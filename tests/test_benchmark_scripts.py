@@ -44,24 +44,37 @@ def test_transfer_runs_plans_both_written_sets_in_staging_then_the_swap(tmp_path
 
 
 def test_robustness_boards_skips_an_attacked_run_and_restarts_one_killed_during_its_attacks(tmp_path):
-    attacked = tmp_path / "hallucination" / "hallucination-unlearn-s0"
-    killed = tmp_path / "hallucination" / "hallucination-ga-s0"
-    for folder in (attacked, killed):
+    folders = {name: tmp_path / "hallucination" / f"hallucination-{name}-s0" for name in ("unlearn", "ga", "npo")}
+    mia_done = '{"status": "completed", "attacks": {"results": {"mia": {"unlearned": {}}}}}'
+    records = {"unlearn": mia_done,  # attacked: skipped
+               "ga": mia_done,  # but its model is still there: killed while its attacks were saved
+               "npo": '{"status": "completed", "attacks": {"results": {"relearn": {}}}}'}  # killed before mia
+    for name, folder in folders.items():
         folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text('{"status": "completed", "attacks": {"summary": '
-                                             '{"worst_case_forget_rate": 0.3}}}')
-    (killed / "model").mkdir()  # the model stays until the attacks are done
+        (folder / "metrics.json").write_text(records[name])
+    (folders["ga"] / "model").mkdir()
     result = plan("robustness_boards.sh", "hallucination", "unlearn", "ga", "npo", STAGING=str(tmp_path),
-                  UNLEARNBENCH="unlearnbench")
+                  UNLEARNBENCH="unlearnbench", SEEDS="0")
     assert result.returncode == 0, result.stderr
     runs = [line for line in result.stdout.splitlines() if " run --task " in line]
     assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["hallucination-ga-s0", "hallucination-npo-s0"]
     assert all(r.endswith("--checkpoint-every 0 --attacks relearn,rephrase,quantize,mia") for r in runs)
-    assert f"+ rm -rf {killed}" in result.stdout
+    assert f"+ rm -rf {folders['ga']}" in result.stdout and f"+ rm -rf {folders['npo']}" in result.stdout
     assert "leaderboards/robustness/hallucination.md rebuilt" in result.stdout.splitlines()[-1]
 
 
-def test_robustness_boards_runs_the_seeds_it_is_given(tmp_path):
-    result = plan("robustness_boards.sh", "copyright", "unlearn", STAGING=str(tmp_path), SEEDS="1 2")
-    runs = [line for line in result.stdout.splitlines() if " run --task " in line]
-    assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["copyright-unlearn-s1", "copyright-unlearn-s2"]
+def test_robustness_boards_runs_three_seeds_or_the_ones_it_is_given(tmp_path):
+    for seeds, expected in ((None, ["s0", "s1", "s2"]), ("1 2", ["s1", "s2"])):
+        result = plan("robustness_boards.sh", "copyright", "unlearn", STAGING=str(tmp_path),
+                      **({"SEEDS": seeds} if seeds else {}))
+        assert result.returncode == 0, result.stderr
+        runs = [line for line in result.stdout.splitlines() if " run --task " in line]
+        assert [r.split("--run-name ")[1].split()[0] for r in runs] == [f"copyright-unlearn-{s}" for s in expected]
+
+
+def test_robustness_boards_refuses_seeds_it_cannot_run():
+    for seeds in ("0,1,2", " "):
+        result = plan("robustness_boards.sh", "copyright", "unlearn", SEEDS=seeds)
+        assert result.returncode == 2 and "SEEDS" in result.stderr and result.stdout == ""
+    result = plan("robustness_boards.sh", "copyright")
+    assert result.returncode == 2 and result.stderr.startswith("usage:")
