@@ -1,5 +1,8 @@
 # Sourced by the board scripts: what they share.
 
+export HF_HUB_OFFLINE=1
+UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+
 step() {  # print the command; run it unless DRY_RUN is set
   echo "+ $*"
   [ -n "${DRY_RUN:-}" ] || "$@"

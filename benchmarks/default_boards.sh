@@ -15,13 +15,10 @@
 # plots are rebuilt from every run folder of the task (tuned rows included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
-UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+. benchmarks/common.sh
 [ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
 task=$1; shift
 staging=${STAGING:-benchmarks/runs/boards}/$task
-
-. benchmarks/common.sh
 
 missing=0
 for method in "$@"; do

@@ -15,8 +15,7 @@
 # existing rows should come from the same kind of machine: a row shows one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
-UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+. benchmarks/common.sh
 [ $# -ge 2 ] || { echo "usage: $0 TASK METHOD..." >&2; exit 2; }
 task=$1; shift
 staging=${STAGING:-benchmarks/runs/robustness}/$task
@@ -26,8 +25,6 @@ for seed in "${seeds[@]}"; do
 done
 [ ${#seeds[@]} -gt 0 ] || { echo "SEEDS names no seed" >&2; exit 2; }
 board=leaderboards/robustness
-
-. benchmarks/common.sh
 
 attacked() {  # whether the run folder $1 finished its run and its attacks (which then drop its model)
   completed "$1" && [ ! -d "$1/model" ] && python3 - "$1/metrics.json" <<'PY'

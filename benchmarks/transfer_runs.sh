@@ -12,12 +12,9 @@
 # so that a later session on a fresh machine skips it too. Then the old folders are replaced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
-UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+. benchmarks/common.sh
 staging=${STAGING:-benchmarks/runs/transfer-pending}
 SIZES=(80 400)
-
-. benchmarks/common.sh
 
 missing=0
 for size in "${SIZES[@]}"; do

@@ -12,8 +12,7 @@
 # trials about an hour). Publishing waits until all three seeds of a pair exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
-UNLEARNBENCH=${UNLEARNBENCH:-.venv/bin/unlearnbench}
+. benchmarks/common.sh
 
 # The budget every method gets (issue 17's protocol, sized for 2 CPU cores).
 TRIALS=12
@@ -31,8 +30,6 @@ PAIRS=(
   copyright:graddiff copyright:simnpo copyright:rmu copyright:dpo_refusal copyright:wga
 )
 [ $# -gt 0 ] && PAIRS=("$@")
-
-. benchmarks/common.sh
 
 left=0
 for pair in "${PAIRS[@]}"; do
