@@ -4,7 +4,8 @@
     unlearnbench attack runs/<run-id> --attacks relearn,rephrase,quantize,mia
 
 The unlearned model is the run folder's `model/` (written by `run --save-model`, or for the
-length of `run --attacks`); for an `unlearnbench eval` record it is the evaluated model, and the
+length of `run --attacks`, which drops it once attacked: an attack that continues such a run's
+interrupted attacks drops it too); for an `unlearnbench eval` record it is the evaluated model, and the
 original its `--reference`. Before any attack, the forget rate of the unlearned model and of the
 original is measured again here, on the same prompts, generator and machine: the recoveries are
 ratios of rates measured together.
@@ -17,6 +18,7 @@ section. Each unit is saved as soon as it is done; the same command again contin
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from unlearnbench import registry
@@ -91,6 +93,16 @@ def attack(run_dir, settings: AttackSettings) -> Path:
     add_recoveries(attacked.record.attacks)
     attacked.save()
     return attacked.run_dir
+
+
+def drop_model_kept_for_attacks(run_dir: Path) -> None:
+    """Delete the model that `run --attacks` kept only to attack it (not one kept by --save-model)."""
+    from unlearnbench.run_folder import RunRecord, write_run_readme
+
+    record = RunRecord.load(run_dir)
+    if record.kind != "eval" and record.config.get("attacks") and not record.config.get("save_model"):
+        shutil.rmtree(Path(run_dir) / "model", ignore_errors=True)
+        write_run_readme(Path(run_dir), record.as_dict())
 
 
 class AttackedRun:

@@ -197,7 +197,7 @@ def _attack_names(text: str) -> tuple[str, ...]:
 def attack(run_dirs, attacks, limit, relearn_steps, relearn_lr):
     """Attack runs' unlearned models: does the forgetting survive relearning, rephrasing,
     quantization and membership inference? Results go into each run's record and README."""
-    from unlearnbench.attack import AttackSettings, attack as attack_run
+    from unlearnbench.attack import AttackSettings, attack as attack_run, drop_model_kept_for_attacks
     from unlearnbench.leaderboard import expand_run_dirs
     from unlearnbench.run_folder import RunRecord
 
@@ -210,6 +210,7 @@ def attack(run_dirs, attacks, limit, relearn_steps, relearn_lr):
     _quiet_libraries()
     for run_dir in expand_run_dirs(run_dirs):
         attack_run(run_dir, settings)
+        drop_model_kept_for_attacks(run_dir)
         summary = RunRecord.load(run_dir).attacks.get("summary", {})
         click.echo(f"{run_dir}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in summary.items()))

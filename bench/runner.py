@@ -66,15 +66,12 @@ def run(config: RunConfig | None = None, resume: str | Path | None = None) -> Pa
 def attack_after_run(run_dir: Path, config: RunConfig) -> None:
     """`run --attacks`: attack the saved model, then drop it unless --save-model asked to keep it.
     An interrupted attack keeps the model, and `unlearnbench attack RUN_DIR` continues."""
-    from unlearnbench.attack import DEFAULT_LIMIT, AttackSettings, attack
-    from unlearnbench.run_folder import RunRecord, write_run_readme
+    from unlearnbench.attack import DEFAULT_LIMIT, AttackSettings, attack, drop_model_kept_for_attacks
 
     # A run evaluated on --limit N prompts is attacked on at most N prompts (and MIA items) too.
     limit = min(config.limit, DEFAULT_LIMIT) if config.limit else DEFAULT_LIMIT
     attack(run_dir, AttackSettings(attacks=tuple(config.attacks), limit=limit))
-    if not config.save_model:
-        shutil.rmtree(run_dir / "model", ignore_errors=True)
-        write_run_readme(run_dir, RunRecord.load(run_dir).as_dict())
+    drop_model_kept_for_attacks(run_dir)
 
 
 def evaluate_model(config: RunConfig, reference: str | None = None) -> Path:

@@ -9,9 +9,10 @@
 # New runs are made in benchmarks/runs/robustness/TASK/ first: a run folder inside leaderboards/
 # must be published, and the board keeps its old rows until every new run exists. Meant to be run
 # again in each session (a run and its attacks are 20-30 minutes on 2 cores): a run whose attacks
-# finished is skipped; one killed before that is started again from scratch (its model, which
-# `unlearnbench attack` would need to continue, is not committed). Commit each finished run's
-# folder, so that a later session on a fresh machine skips it too. Seeds added to a board's
+# finished is skipped; one killed during its attacks, with its model still on this machine, has
+# them continued by `unlearnbench attack` (each finished attack unit is kept); any other is started
+# again from scratch. Commit each finished run's folder (its model is dropped once attacked), so
+# that a later session on a fresh machine skips it too. Seeds added to a board's
 # existing rows should come from the same kind of machine: a row shows one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +40,13 @@ missing=0
 for method in "$@"; do
   for seed in "${seeds[@]}"; do
     run=$staging/$task-$method-s$seed
-    if ! attacked "$run"; then
-      missing=1
+    if attacked "$run"; then
+      continue
+    fi
+    missing=1
+    if completed "$run" && [ -f "$run/model/config.json" ]; then
+      step "$UNLEARNBENCH" attack "$run" --attacks relearn,rephrase,quantize,mia  # then drops the model
+    else
       step rm -rf "$run"
       step "$UNLEARNBENCH" run --task "$task" --method "$method" --seed "$seed" --output-dir "$staging" \
         --run-name "$task-$method-s$seed" --checkpoint-every 0 --attacks relearn,rephrase,quantize,mia

@@ -331,3 +331,29 @@ def test_the_attack_command_defaults_are_the_attack_settings_defaults():
     defaults, settings = {p.name: p.default for p in cli.attack.params}, AttackSettings()
     assert parse_attacks(defaults["attacks"]) == settings.attacks and defaults["limit"] == settings.limit
     assert tuple(int(k) for k in defaults["relearn_steps"].split(",")) == settings.relearn_steps
+
+
+def test_attacks_interrupted_in_a_run_are_continued_by_attack_which_then_drops_the_model(tiny_model_dir, tmp_path,
+                                                                                         capsys, monkeypatch):
+    from unlearnbench.attacks.mia import MembershipInference
+    from unlearnbench.errors import BenchError
+
+    def interrupted(self, unit, context):
+        raise BenchError("interrupted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MembershipInference, "run_unit", interrupted)
+        code, _, err = invoke(capsys, "run", "--model", str(tiny_model_dir), "--steps", "1", "--limit", "2",
+                              "--original", "base", "--max-new-tokens", "3", "--output-dir", str(tmp_path),
+                              "--run-name", "cut", "--attacks", "quantize,mia")
+    assert code != 0 and "interrupted" in err
+    run_dir = tmp_path / "cut"
+    assert (run_dir / "model" / "config.json").is_file()  # kept, so that the attacks can continue
+    before = json.loads((run_dir / "metrics.json").read_text())["attacks"]["results"]
+    assert "quantize" in before and "mia" not in before
+    code, _, err = invoke(capsys, "attack", str(run_dir), "--attacks", "quantize,mia", "--limit", "2")
+    assert code == 0, err
+    after = json.loads((run_dir / "metrics.json").read_text())["attacks"]["results"]
+    assert after["quantize"] == before["quantize"] and "unlearned" in after["mia"]
+    assert not (run_dir / "model").exists()  # the run did not ask --save-model
+    assert "`model/`" not in (run_dir / "README.md").read_text()

@@ -43,23 +43,30 @@ def test_transfer_runs_plans_both_written_sets_in_staging_then_the_swap(tmp_path
     assert "benchmarks/runs/transfer/ replaced" in result.stdout.splitlines()[-1]
 
 
-def test_robustness_boards_skips_an_attacked_run_and_restarts_one_killed_during_its_attacks(tmp_path):
-    folders = {name: tmp_path / "hallucination" / f"hallucination-{name}-s0" for name in ("unlearn", "ga", "npo")}
+def test_robustness_boards_skips_an_attacked_run_continues_a_killed_one_and_restarts_one_without_model(tmp_path):
+    folders = {name: tmp_path / "hallucination" / f"hallucination-{name}-s0" for name in ("unlearn", "ga", "npo", "rmu")}
     mia_done = '{"status": "completed", "attacks": {"results": {"mia": {"unlearned": {}}}}}'
+    killed = '{"status": "completed", "attacks": {"results": {"relearn": {}}}}'  # killed before mia
     records = {"unlearn": mia_done,  # attacked: skipped
                "ga": mia_done,  # but its model is still there: killed while its attacks were saved
-               "npo": '{"status": "completed", "attacks": {"results": {"relearn": {}}}}'}  # killed before mia
+               "npo": killed, "rmu": killed}
     for name, folder in folders.items():
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(records[name])
-    (folders["ga"] / "model").mkdir()
-    result = plan("robustness_boards.sh", "hallucination", "unlearn", "ga", "npo", STAGING=str(tmp_path),
+    for name in ("ga", "npo"):
+        (folders[name] / "model").mkdir()
+        (folders[name] / "model" / "config.json").write_text("{}")
+    result = plan("robustness_boards.sh", "hallucination", "unlearn", "ga", "npo", "rmu", STAGING=str(tmp_path),
                   UNLEARNBENCH="unlearnbench", SEEDS="0")
     assert result.returncode == 0, result.stderr
+    attacks = [line for line in result.stdout.splitlines() if line.startswith("+ unlearnbench attack ")]
+    assert attacks == [f"+ unlearnbench attack {folders[name]} --attacks relearn,rephrase,quantize,mia"
+                       for name in ("ga", "npo")]  # their models are here: the attacks continue
     runs = [line for line in result.stdout.splitlines() if " run --task " in line]
-    assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["hallucination-ga-s0", "hallucination-npo-s0"]
+    assert [r.split("--run-name ")[1].split()[0] for r in runs] == ["hallucination-rmu-s0"]
     assert all(r.endswith("--checkpoint-every 0 --attacks relearn,rephrase,quantize,mia") for r in runs)
-    assert f"+ rm -rf {folders['ga']}" in result.stdout and f"+ rm -rf {folders['npo']}" in result.stdout
+    removed = [line for line in result.stdout.splitlines() if line.startswith("+ rm -rf ") and "leaderboards" not in line]
+    assert removed == [f"+ rm -rf {folders['rmu']}"]
     assert "leaderboards/robustness/hallucination.md rebuilt" in result.stdout.splitlines()[-1]
 
 
