@@ -149,8 +149,9 @@ class AttackedRun:
         if earlier and {k: v for k, v in earlier.items() if k != "attacks"} != {k: v for k, v in wanted.items() if k != "attacks"}:
             raise BenchError(f"run '{run_dir}' was attacked with other settings ({earlier}); "
                              "attack a copy of the run folder, or give the same settings to continue")
-        record.attacks = {**record.attacks, "settings": {**wanted, "attacks": sorted({*(earlier or {}).get("attacks", []),
-                                                                                     *settings.attacks})}}
+        # Every attack ever asked for, in the order they ran (dict keys keep insertion order).
+        attacks = list(dict.fromkeys([*(earlier or {}).get("attacks", []), *settings.attacks]))
+        record.attacks = {**record.attacks, "settings": {**wanted, "attacks": attacks}}
         generations = read_jsonl_records(run_dir / "generations.jsonl", required=("phase", "split", "index"))
         train_log = (read_jsonl_records(run_dir / "train_log.jsonl", required=("step",))
                      if (run_dir / "train_log.jsonl").is_file() else None)

@@ -351,6 +351,7 @@ def test_attacks_interrupted_in_a_run_are_continued_by_attack_which_then_drops_t
     assert (run_dir / "model" / "config.json").is_file()  # kept, so that the attacks can continue
     before = json.loads((run_dir / "metrics.json").read_text())["attacks"]["results"]
     assert "quantize" in before and "mia" not in before
+    assert json.loads((run_dir / "metrics.json").read_text())["attacks"]["settings"]["attacks"] == ["quantize", "mia"]
     code, _, err = invoke(capsys, "attack", str(run_dir), "--attacks", "quantize,mia", "--limit", "2")
     assert code == 0, err
     after = json.loads((run_dir / "metrics.json").read_text())["attacks"]["results"]
